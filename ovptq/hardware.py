@@ -1,0 +1,76 @@
+"""What the OpenVINO CPU plugin runs in INT8, as one table read by the placement stage.
+
+Roles:
+  WEIGHTED      takes quantized activations and int8 per-output-channel symmetric weights (Conv, MatMul, ...).
+  QUANTIZABLE   takes quantized activations on its float data inputs (eltwise, pooling, reductions, ...).
+  AGNOSTIC      precision-preserving: a quantizer wanted at its output may move to its input (MaxPool, Reshape...).
+  CONCAT        like AGNOSTIC, but the quantizer moves to every input and those inputs share one range.
+Any op type missing from the table is a stop: it runs in float, quantizers never pass it.
+
+The same rules hold for every target device: OpenVINO's GPU and NPU plugins accept the CPU's 8-bit scheme.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Role(enum.Enum):
+    WEIGHTED = "weighted"
+    QUANTIZABLE = "quantizable"
+    AGNOSTIC = "agnostic"
+    CONCAT = "concat"
+
+
+@dataclass(frozen=True)
+class OpRule:
+    role: Role
+    data_ports: tuple[int, ...] | None = None  # float inputs that take quantizers (None: every activation input)
+    weight_ports: tuple[int, ...] = ()         # inputs that may hold a constant weight
+    per_channel_input: bool = False            # activation input may be quantized per channel (depthwise only)
+    symmetric_inputs: bool = False             # the plugin needs zero-point-free inputs
+    with_constant: bool = True                 # quantize `x op constant` (False: only ops of two activations)
+
+
+_ELTWISE = OpRule(Role.QUANTIZABLE, with_constant=False)
+
+OP_RULES: dict[str, OpRule] = {
+    # Linear ops. Activations per tensor (per channel kills the int8 convolution kernels), weights per channel.
+    "Convolution": OpRule(Role.WEIGHTED, data_ports=(0,), weight_ports=(1,)),
+    "GroupConvolution": OpRule(Role.WEIGHTED, data_ports=(0,), weight_ports=(1,), per_channel_input=True),
+    # The CPU plugin disables int8 deconvolution for zero points on activations or weights.
+    "ConvolutionBackpropData": OpRule(Role.WEIGHTED, data_ports=(0,), weight_ports=(1,), symmetric_inputs=True),
+    "GroupConvolutionBackpropData": OpRule(Role.WEIGHTED, data_ports=(0,), weight_ports=(1,),
+                                           symmetric_inputs=True),
+    # A MatMul of two activations runs int8 only without zero points; see placement for the two-activation case.
+    "MatMul": OpRule(Role.WEIGHTED, data_ports=(0, 1), weight_ports=(1, 0)),
+    # Element-wise arithmetic and comparisons: int8 inputs only when both inputs are activations.
+    **{kind: _ELTWISE for kind in ("Add", "Multiply", "Subtract", "Divide", "Maximum", "Minimum", "Less",
+                                   "LessEqual", "Greater", "GreaterEqual", "Equal", "NotEqual", "FloorMod",
+                                   "SquaredDifference")},
+    # Activation-only quantizable ops.
+    **{kind: OpRule(Role.QUANTIZABLE, data_ports=(0,)) for kind in (
+        "AvgPool", "AdaptiveAvgPool", "ReduceMean", "ReduceSum", "ReduceL2", "NormalizeL2", "MVN", "Interpolate",
+        "GroupNormalization")},
+    # Precision-preserving ops: quantizers move through them towards the producer.
+    **{kind: OpRule(Role.AGNOSTIC, data_ports=(0,)) for kind in (
+        "MaxPool", "AdaptiveMaxPool", "ReduceMax", "Reshape", "Squeeze", "Unsqueeze", "Split", "VariadicSplit",
+        "Transpose", "Tile", "StridedSlice", "ShuffleChannels", "Broadcast", "Pad", "Gather", "GatherND",
+        "GatherElements", "DepthToSpace", "SpaceToDepth", "BatchToSpace", "SpaceToBatch")},
+    "Concat": OpRule(Role.CONCAT),
+}
+
+# Ops that mark detection post-processing: the non-weighted ops between them and the outputs stay float.
+POSTPROCESSING_MARKERS = frozenset({"TopK", "NonMaxSuppression", "NMSRotated", "MulticlassNms", "MatrixNms",
+                                    "ExperimentalDetectronDetectionOutput", "DetectionOutput"})
+
+# Linear ops whose weights get the overflow fix under OverflowFix.FIRST_LAYER (first reached from an input).
+FIRST_LAYER_TYPES = frozenset({"Convolution"})
+# Linear ops whose weights get the overflow fix under OverflowFix.ENABLE.
+OVERFLOW_FIX_TYPES = frozenset({"Convolution", "GroupConvolution", "ConvolutionBackpropData",
+                                "GroupConvolutionBackpropData", "MatMul"})
+
+
+def rule_of(op_type: str) -> OpRule | None:
+    return OP_RULES.get(op_type)

@@ -1,0 +1,125 @@
+"""Typed options of `ovptq.quantize`: enums that accept their string values, and the advanced parameters."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, fields
+from typing import Any, TypeVar
+
+from ovptq.errors import ParameterError
+
+E = TypeVar("E", bound="StrEnum")
+
+
+class StrEnum(str, enum.Enum):
+    """An enum whose members compare equal to, and are parsed from, their string values (case-insensitive)."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def parse(cls: type[E], value: Any, argument: str) -> E:
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, str):
+            for member in cls:
+                if value.lower() in (member.value.lower(), member.name.lower()):
+                    return member
+        valid = ", ".join(repr(m.value) for m in cls)
+        raise ParameterError(f"{argument}={value!r} is not valid; use one of {valid} (or {cls.__name__}.<NAME>).")
+
+
+class QuantizationPreset(StrEnum):
+    """PERFORMANCE: symmetric activations. MIXED: asymmetric activations. Weights are always symmetric."""
+
+    PERFORMANCE = "performance"
+    MIXED = "mixed"
+
+
+class TargetDevice(StrEnum):
+    """The device the INT8 model is meant for. INT8 rules are the CPU plugin's for all of them."""
+
+    ANY = "ANY"
+    CPU = "CPU"
+    GPU = "GPU"
+    NPU = "NPU"
+
+
+class ModelType(StrEnum):
+    TRANSFORMER = "transformer"
+
+
+class OverflowFix(StrEnum):
+    """Weights quantized to 7 bits (half range), to avoid int16 accumulator saturation on CPUs without VNNI."""
+
+    ENABLE = "enable"
+    FIRST_LAYER = "first_layer"
+    DISABLE = "disable"
+
+
+class RangeEstimator(StrEnum):
+    """How a tensor's range is estimated from the calibration samples.
+
+    MINMAX: global min and max over all samples.
+    MEAN_MINMAX: mean over samples of each sample's min and max.
+    MEAN_QUANTILE: mean over samples of each sample's q and 1-q quantiles (q = quantile_outlier_prob).
+    """
+
+    MINMAX = "minmax"
+    MEAN_MINMAX = "mean_minmax"
+    MEAN_QUANTILE = "mean_quantile"
+
+
+@dataclass
+class AdvancedQuantizationParameters:
+    """Expert options. `None` means the documented default.
+
+    overflow_fix: FIRST_LAYER by default (the first Convolution reached from each model input gets 7-bit weights).
+    quantize_outputs: also quantize the tensors that feed model outputs.
+    activations_range_estimator: MEAN_MINMAX for per-tensor activations and MINMAX for per-channel ones by default.
+    weights_range_estimator: MINMAX (per-channel abs-max) or MEAN_QUANTILE (per-channel |w| quantile 1-q).
+    quantile_outlier_prob: q of the quantile estimators.
+    disable_bias_correction: skip the bias correction step.
+    inference_requests: parallel requests of the statistics pass (None: what the CPU plugin finds optimal).
+    show_progress: progress bars (None: only when stderr is a terminal and OVPTQ_PROGRESS is not "0").
+    """
+
+    overflow_fix: OverflowFix | str | None = None
+    quantize_outputs: bool = False
+    activations_range_estimator: RangeEstimator | str | None = None
+    weights_range_estimator: RangeEstimator | str = RangeEstimator.MINMAX
+    quantile_outlier_prob: float = 1e-4
+    disable_bias_correction: bool = False
+    inference_requests: int | None = None
+    show_progress: bool | None = None
+
+    def normalized(self) -> "AdvancedQuantizationParameters":
+        """A copy with strings parsed into enums and every value checked."""
+        overflow = OverflowFix.FIRST_LAYER if self.overflow_fix is None else OverflowFix.parse(
+            self.overflow_fix, "advanced_parameters.overflow_fix")
+        activations = None if self.activations_range_estimator is None else RangeEstimator.parse(
+            self.activations_range_estimator, "advanced_parameters.activations_range_estimator")
+        weights = RangeEstimator.parse(self.weights_range_estimator, "advanced_parameters.weights_range_estimator")
+        if weights == RangeEstimator.MEAN_MINMAX:
+            raise ParameterError("advanced_parameters.weights_range_estimator='mean_minmax' makes no sense for "
+                                 "weights (there is one weight tensor, not samples); use 'minmax' or 'mean_quantile'.")
+        if not isinstance(self.quantile_outlier_prob, float | int) or not 0 < self.quantile_outlier_prob < 0.5:
+            raise ParameterError(f"advanced_parameters.quantile_outlier_prob={self.quantile_outlier_prob!r} must be "
+                                 "a number in (0, 0.5).")
+        if self.inference_requests is not None and (
+                not isinstance(self.inference_requests, int) or self.inference_requests < 1):
+            raise ParameterError(f"advanced_parameters.inference_requests={self.inference_requests!r} must be a "
+                                 "positive integer or None.")
+        for name in ("quantize_outputs", "disable_bias_correction"):
+            if not isinstance(getattr(self, name), bool):
+                raise ParameterError(f"advanced_parameters.{name} must be True or False, "
+                                     f"not {getattr(self, name)!r}.")
+        return AdvancedQuantizationParameters(
+            overflow_fix=overflow, quantize_outputs=self.quantize_outputs,
+            activations_range_estimator=activations, weights_range_estimator=weights,
+            quantile_outlier_prob=float(self.quantile_outlier_prob),
+            disable_bias_correction=self.disable_bias_correction,
+            inference_requests=self.inference_requests, show_progress=self.show_progress)
+
+    def as_dict(self) -> dict[str, str]:
+        return {f.name: str(v) for f, v in zip(fields(self), asdict(self).values())}

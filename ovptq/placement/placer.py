@@ -1,0 +1,216 @@
+"""Placement: a pure function from (graph, hardware table, fused units, ignored nodes, options) to a plan.
+
+1. Requests: every quantizable op asks for a quantizer on each float activation input (rules in
+   `ovptq.hardware`); nodes inside fused units ask for none; `x op constant` element-wise ops ask for none.
+2. Propagation, from the outputs towards the inputs: when every consumer of every output of a precision-preserving
+   op (MaxPool, Reshape, ...) asks for a quantizer, the requests merge and move to the op's input. At a Concat they
+   move to every input and those inputs form one unified-range group. A fan-out with a consumer that wants float
+   data keeps one quantizer that feeds only the consumers that asked.
+3. Merging: per channel only if every merged request allows it; symmetric if any needs it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from ovptq.graph.graph import Graph, Port
+from ovptq.graph.weights import find_weight, is_depthwise
+from ovptq.hardware import FIRST_LAYER_TYPES, OP_RULES, OVERFLOW_FIX_TYPES, Role
+from ovptq.parameters import OverflowFix
+from ovptq.patterns.matcher import IN, Match, find_matches
+from ovptq.patterns.registry import PATTERNS
+from ovptq.placement.plan import ActivationQuantizer, QuantizationPlan, WeightQuantizer
+
+
+@dataclass(frozen=True)
+class PlacementOptions:
+    symmetric_activations: bool = True      # the PERFORMANCE preset; MIXED makes them asymmetric where allowed
+    quantize_outputs: bool = False
+    overflow_fix: OverflowFix = OverflowFix.FIRST_LAYER
+
+
+@dataclass(frozen=True)
+class _Request:
+    per_channel: bool
+    symmetric: bool
+    groups: frozenset[int] = field(default_factory=frozenset)
+
+
+def _merge(requests: list[_Request]) -> _Request:
+    return _Request(per_channel=all(r.per_channel for r in requests),
+                    symmetric=any(r.symmetric for r in requests),
+                    groups=frozenset().union(*(r.groups for r in requests)))
+
+
+def fused_nodes(graph: Graph, matches: list[Match]) -> set[str]:
+    """Nodes inside fused units that ask for no input quantizers."""
+    steps = {(p.name, s.label): s for p in PATTERNS for s in p.steps}
+    return {node for m in matches for label, node in m.nodes.items()
+            if label != IN and not steps[(m.pattern, label)].keeps_rules}
+
+
+def plan_quantizers(graph: Graph, ignored: dict[str, str], options: PlacementOptions = PlacementOptions(),
+                    matches: list[Match] | None = None) -> QuantizationPlan:
+    """Where the quantizers go. `ignored` maps nodes that must stay float to the reason."""
+    matches = find_matches(graph, PATTERNS) if matches is None else matches
+    requests = _initial_requests(graph, ignored, fused_nodes(graph, matches))
+    activations, merged_groups = _propagate(graph, requests, ignored)
+    weights = _weight_quantizers(graph, ignored, options.overflow_fix)
+    activations = _finalize(activations, merged_groups, options.symmetric_activations)
+    return QuantizationPlan(activations, weights, dict(ignored))
+
+
+def _initial_requests(graph: Graph, ignored: dict[str, str], fused: set[str]) -> dict[Port, _Request]:
+    requests: dict[Port, _Request] = {}
+    for node in graph.order:
+        if not graph.is_data(node) or node in ignored or node in fused:
+            continue
+        rule = OP_RULES.get(graph.type(node))
+        if rule is None or rule.role not in (Role.WEIGHTED, Role.QUANTIZABLE):
+            continue
+        ports = rule.data_ports if rule.data_ports is not None else range(graph.num_inputs(node))
+        inputs = [p for p in ports if p < graph.num_inputs(node) and graph.is_activation_input(node, p)]
+        symmetric = rule.symmetric_inputs
+        if rule.role is Role.WEIGHTED:
+            weight = find_weight(graph, node)
+            if weight is not None:
+                inputs = [p for p in inputs if p != weight.port]
+            elif graph.type(node) == "MatMul" and len(inputs) == 2:
+                symmetric = True  # the CPU runs activation x activation MatMuls in int8 only without zero points
+            else:
+                continue          # weights computed at run time: the plugin cannot run this op in int8
+        elif not rule.with_constant and len(inputs) < 2:
+            continue              # x op constant: a lone quantizer here buys nothing
+        per_channel = rule.per_channel_input and is_depthwise(graph, node)
+        for port in inputs:
+            requests[Port(node, port)] = _Request(per_channel, symmetric)
+    return requests
+
+
+def _propagate(graph: Graph, requests: dict[Port, _Request],
+               ignored: dict[str, str]) -> tuple[list[ActivationQuantizer], list[frozenset[int]]]:
+    """Move requests towards the inputs through precision-preserving ops.
+
+    Returns the quantizers where they stop, and the sets of unified groups that merging joined into one.
+    """
+    pending: dict[str, dict[Port, _Request]] = defaultdict(dict)  # producer -> {consumer input: request}
+    for consumer, request in requests.items():
+        pending[graph.producer(consumer.node, consumer.port).node][consumer] = request
+    placed: list[ActivationQuantizer] = []
+    joined: list[frozenset[int]] = []
+    next_group = 0
+    for node in reversed(graph.order):
+        wanted = pending.pop(node, None)
+        if not wanted:
+            continue
+        by_port: dict[int, dict[Port, _Request]] = defaultdict(dict)
+        for consumer, request in wanted.items():
+            by_port[graph.producer(consumer.node, consumer.port).port][consumer] = request
+        moved_to = _inputs_to_move_to(graph, node, by_port, ignored)
+        if moved_to:
+            merged = _merge(list(wanted.values()))
+            joined.append(merged.groups)
+            if graph.type(node) == "Concat":
+                merged = _Request(False, merged.symmetric, merged.groups | {next_group})
+                next_group += 1
+            for port in moved_to:
+                source = graph.producer(node, port).node
+                pending[source][Port(node, port)] = merged
+            continue
+        for port, consumers in sorted(by_port.items()):
+            merged = _merge(list(consumers.values()))
+            joined.append(merged.groups)
+            whole = set(consumers) == set(graph.consumers(node, port))
+            ordered = tuple(sorted(consumers, key=lambda c: (graph.order_index(c.node), c.port)))
+            name = f"{node}/fq_output_{port}" if whole else f"{ordered[0].node}/fq_input_{ordered[0].port}"
+            placed.append(ActivationQuantizer(name, node, port, ordered, whole, merged.per_channel,
+                                              merged.symmetric, _group_key(merged.groups)))
+    return placed, joined
+
+
+def _group_key(groups: frozenset[int]) -> int | None:
+    return min(groups) if groups else None
+
+
+def _inputs_to_move_to(graph: Graph, node: str, by_port: dict[int, dict[Port, _Request]],
+                       ignored: dict[str, str]) -> list[int]:
+    """The input ports the requests at `node`'s outputs move to, or [] if they stop at its outputs."""
+    rule = OP_RULES.get(graph.type(node))
+    if rule is None or rule.role not in (Role.AGNOSTIC, Role.CONCAT) or node in ignored:
+        return []
+    for port in range(graph.op(node).get_output_size()):
+        consumers = set(graph.consumers(node, port))
+        if consumers and set(by_port.get(port, {})) != consumers:
+            return []  # some consumer of this op wants float data
+    if rule.role is Role.CONCAT:
+        ports = list(range(graph.num_inputs(node)))
+    else:
+        ports = list(rule.data_ports or (0,))
+    if not all(graph.is_activation_input(node, p) for p in ports):
+        return []
+    return ports
+
+
+def _finalize(quantizers: list[ActivationQuantizer], joined: list[frozenset[int]],
+              symmetric_preset: bool) -> list[ActivationQuantizer]:
+    """Join groups that merging connected, give each group one mode (per tensor), and apply the preset."""
+    parent: dict[int, int] = {}
+
+    def root(g: int) -> int:
+        while parent.setdefault(g, g) != g:
+            g = parent[g]
+        return g
+
+    for groups in joined:  # requests merged at a fan-out may carry several group ids: those groups are one
+        first, *rest = sorted(groups) or [None]
+        for g in rest:
+            parent[root(g)] = root(first)
+    members: dict[int, list[ActivationQuantizer]] = defaultdict(list)
+    for q in quantizers:
+        if q.group is not None:
+            members[root(q.group)].append(q)
+    group_symmetric = {g: any(q.symmetric for q in qs) or symmetric_preset for g, qs in members.items()}
+    numbering = {g: i for i, g in enumerate(sorted(members))}
+    result = []
+    for q in quantizers:
+        if q.group is None:
+            symmetric = q.symmetric or symmetric_preset
+            result.append(ActivationQuantizer(q.name, q.producer, q.port, q.consumers, q.whole, q.per_channel,
+                                              symmetric, None))
+        else:
+            g = root(q.group)
+            result.append(ActivationQuantizer(q.name, q.producer, q.port, q.consumers, q.whole, False,
+                                              group_symmetric[g], numbering[g]))
+    return sorted(result, key=lambda q: q.name)
+
+
+def _weight_quantizers(graph: Graph, ignored: dict[str, str], overflow_fix: OverflowFix) -> list[WeightQuantizer]:
+    first_layers = _first_layers(graph, ignored) if overflow_fix is OverflowFix.FIRST_LAYER else set()
+    result = []
+    for node in graph.order:
+        if not graph.is_data(node) or node in ignored:
+            continue
+        weight = find_weight(graph, node)
+        if weight is None:
+            continue
+        half = (overflow_fix is OverflowFix.ENABLE and graph.type(node) in OVERFLOW_FIX_TYPES) or node in first_layers
+        result.append(WeightQuantizer(node, weight.port, weight.channel_axes, half))
+    return result
+
+
+def _first_layers(graph: Graph, ignored: dict[str, str]) -> set[str]:
+    """The first Convolution reached breadth-first from each model input."""
+    found = set()
+    for parameter in graph.parameters():
+        queue, seen = [parameter], {parameter}
+        while queue:
+            node = queue.pop(0)
+            if graph.type(node) in FIRST_LAYER_TYPES and node not in ignored and find_weight(graph, node):
+                found.add(node)
+                break
+            for consumer in graph.consumers(node):
+                if consumer.node not in seen:
+                    seen.add(consumer.node)
+                    queue.append(consumer.node)
+    return found

@@ -1,0 +1,73 @@
+"""The placement plan: where quantizers go. Plain data that prints, compares and round-trips through JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from ovptq.graph.graph import Port
+
+
+@dataclass(frozen=True)
+class ActivationQuantizer:
+    """A FakeQuantize on output `port` of `producer`, read by `consumers` (every consumer when `whole`)."""
+
+    name: str
+    producer: str
+    port: int
+    consumers: tuple[Port, ...]
+    whole: bool
+    per_channel: bool = False   # one range per channel (axis 1); only for inputs of depthwise convolutions
+    symmetric: bool = True
+    group: int | None = None    # quantizers of one group share one range (Concat inputs)
+
+
+@dataclass(frozen=True)
+class WeightQuantizer:
+    """Int8 weights of input `port` of `node`, one symmetric range per output channel (`channel_axes`)."""
+
+    node: str
+    port: int
+    channel_axes: tuple[int, ...]
+    half_range: bool = False    # the overflow fix: 7-bit weights
+
+
+@dataclass
+class QuantizationPlan:
+    activations: list[ActivationQuantizer] = field(default_factory=list)
+    weights: list[WeightQuantizer] = field(default_factory=list)
+    ignored: dict[str, str] = field(default_factory=dict)  # node -> why it stays float
+
+    def __bool__(self) -> bool:
+        return bool(self.activations or self.weights)
+
+    def __str__(self) -> str:
+        lines = [f"QuantizationPlan: {len(self.activations)} activation and {len(self.weights)} weight quantizers"]
+        for q in self.activations:
+            where = "all consumers" if q.whole else ", ".join(f"{c.node}:{c.port}" for c in q.consumers)
+            mode = ("per-channel " if q.per_channel else "") + ("symmetric" if q.symmetric else "asymmetric")
+            group = f" group {q.group}" if q.group is not None else ""
+            lines.append(f"  act  {q.producer}:{q.port} -> {where} [{mode}{group}]")
+        for w in self.weights:
+            half = " half-range" if w.half_range else ""
+            lines.append(f"  wgt  {w.node}:{w.port} axes {list(w.channel_axes)}{half}")
+        for node, reason in self.ignored.items():
+            lines.append(f"  float {node}: {reason}")
+        return "\n".join(lines)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @staticmethod
+    def from_json(text: str) -> "QuantizationPlan":
+        data = json.loads(text)
+        activations = [ActivationQuantizer(**{**a, "consumers": tuple(Port(**c) for c in a["consumers"])})
+                       for a in data["activations"]]
+        weights = [WeightQuantizer(**{**w, "channel_axes": tuple(w["channel_axes"])}) for w in data["weights"]]
+        return QuantizationPlan(activations, weights, dict(data["ignored"]))
+
+    def summary(self) -> dict[str, object]:
+        """What tests most often compare: {tensor: consumers}, and the weighted nodes."""
+        return {"activations": {f"{q.producer}:{q.port}": sorted(f"{c.node}:{c.port}" for c in q.consumers)
+                                for q in self.activations},
+                "weights": sorted(w.node for w in self.weights)}

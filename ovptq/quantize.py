@@ -1,0 +1,125 @@
+"""`ovptq.quantize`: the pipeline of design.md, stage by stage, on a copy of the caller's model."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import openvino as ov
+
+from ovptq import __version__
+from ovptq.calibrate import activation_params, statistics_requests
+from ovptq.dataset import Dataset
+from ovptq.errors import ModelError, ParameterError
+from ovptq.graph.graph import Graph, unique_names
+from ovptq.parameters import (AdvancedQuantizationParameters, ModelType, OverflowFix, QuantizationPreset,
+                              TargetDevice)
+from ovptq.placement.placer import PlacementOptions, plan_quantizers
+from ovptq.placement.plan import QuantizationPlan
+from ovptq.rewrite.rewrite import compress_weights, insert_activation_quantizers, write_rt_info
+from ovptq.scope import IgnoredScope, postprocessing_nodes, resolve_ignored
+from ovptq.statistics.collect import collect_statistics
+
+log = logging.getLogger("ovptq")
+
+
+def load_model(model: ov.Model | str | Path, core: ov.Core | None = None) -> ov.Model:
+    """An `ov.Model` as is, or read from an .xml / .onnx path (anything `ov.Core.read_model` reads)."""
+    if isinstance(model, ov.Model):
+        return model
+    if not isinstance(model, str | Path):
+        raise ParameterError(f"model must be an openvino.Model or a path to an .xml/.onnx file, not "
+                             f"{type(model).__name__}.")
+    path = Path(model)
+    if not path.is_file():
+        raise ModelError(f"Model file '{path}' does not exist.")
+    if path.suffix == ".xml" and not path.with_suffix(".bin").is_file():
+        raise ModelError(f"'{path}' has no weights file '{path.with_suffix('.bin').name}' beside it; an IR needs both "
+                         ".xml and .bin.")
+    try:
+        return (core or ov.Core()).read_model(str(path))
+    except RuntimeError as error:
+        raise ModelError(f"OpenVINO could not read '{path}': {error}") from error
+
+
+def _parse_options(preset, target_device, subset_size, fast_bias_correction, model_type, ignored_scope,
+                   advanced_parameters):
+    model_type = None if model_type is None else ModelType.parse(model_type, "model_type")
+    if preset is None:
+        preset = QuantizationPreset.MIXED if model_type is ModelType.TRANSFORMER else QuantizationPreset.PERFORMANCE
+    preset = QuantizationPreset.parse(preset, "preset")
+    target_device = TargetDevice.parse(target_device, "target_device")
+    if isinstance(subset_size, bool) or not isinstance(subset_size, int) or subset_size < 1:
+        raise ParameterError(f"subset_size={subset_size!r} must be a positive integer (the number of dataset items "
+                             "used for statistics).")
+    if not isinstance(fast_bias_correction, bool):
+        raise ParameterError(f"fast_bias_correction must be True or False, not {fast_bias_correction!r}.")
+    if ignored_scope is not None and not isinstance(ignored_scope, IgnoredScope):
+        raise ParameterError(f"ignored_scope must be an ovptq.IgnoredScope, not {type(ignored_scope).__name__}.")
+    if advanced_parameters is None:
+        advanced_parameters = AdvancedQuantizationParameters()
+    if not isinstance(advanced_parameters, AdvancedQuantizationParameters):
+        raise ParameterError("advanced_parameters must be an ovptq.AdvancedQuantizationParameters, not "
+                             f"{type(advanced_parameters).__name__}.")
+    return preset, target_device, model_type, advanced_parameters.normalized()
+
+
+def quantize(model: ov.Model | str | Path, calibration_dataset: Dataset, *,
+             preset: QuantizationPreset | str | None = None, target_device: TargetDevice | str = TargetDevice.ANY,
+             subset_size: int = 300, fast_bias_correction: bool = True, model_type: ModelType | str | None = None,
+             ignored_scope: IgnoredScope | None = None,
+             advanced_parameters: AdvancedQuantizationParameters | None = None) -> ov.Model:
+    """Quantize `model` to INT8 with statistics from the first `subset_size` items of `calibration_dataset`.
+
+    Returns a new `ov.Model`; the caller's model is not modified. Save it with `ov.save_model`.
+    """
+    started = time.perf_counter()
+    preset, target_device, model_type, advanced = _parse_options(
+        preset, target_device, subset_size, fast_bias_correction, model_type, ignored_scope, advanced_parameters)
+    if not isinstance(calibration_dataset, Dataset):
+        raise ParameterError(f"calibration_dataset must be an ovptq.Dataset, not "
+                             f"{type(calibration_dataset).__name__}; wrap the data: ovptq.Dataset(data, transform_fn).")
+    core = ov.Core()
+    working = load_model(model, core).clone()
+    renamed = unique_names(working)
+    graph = Graph(working)
+
+    ignored = {**postprocessing_nodes(graph), **resolve_ignored(graph, ignored_scope, renamed)}
+    options = PlacementOptions(symmetric_activations=preset is QuantizationPreset.PERFORMANCE,
+                               quantize_outputs=advanced.quantize_outputs, overflow_fix=advanced.overflow_fix)
+    plan = plan_quantizers(graph, ignored, options)
+    if not plan:
+        log.warning("The model has no op ovptq can quantize (Convolution, MatMul, ...); it is returned unchanged.")
+        return working
+    log.info("Placement: %d activation and %d weight quantizers.", len(plan.activations), len(plan.weights))
+
+    requests = statistics_requests(plan, advanced.activations_range_estimator, advanced.quantile_outlier_prob)
+    statistics, samples = collect_statistics(working, list(dict.fromkeys(requests.values())), calibration_dataset,
+                                             subset_size, advanced.inference_requests, advanced.show_progress, core)
+    by_name = {name: statistics[request] for name, request in requests.items()}
+    params = activation_params(plan, by_name, advanced.activations_range_estimator)
+
+    compress_weights(graph, plan, advanced.weights_range_estimator, advanced.quantile_outlier_prob)
+    insert_activation_quantizers(graph, plan, params)
+    working.validate_nodes_and_infer_types()
+    _record(working, plan, samples, preset, target_device, subset_size, fast_bias_correction, model_type,
+            ignored_scope, advanced)
+    log.info("Quantized %d activations and %d weights with %d calibration samples in %.1f s.",
+             len(plan.activations), len(plan.weights), samples, time.perf_counter() - started)
+    return working
+
+
+def _record(model: ov.Model, plan: QuantizationPlan, samples: int, preset, target_device, subset_size,
+            fast_bias_correction, model_type, ignored_scope, advanced) -> None:
+    values = {"version": __version__, "quantization/preset": preset, "quantization/target_device": target_device,
+              "quantization/subset_size": subset_size, "quantization/samples_used": samples,
+              "quantization/fast_bias_correction": fast_bias_correction,
+              "quantization/model_type": model_type or "None",
+              "quantization/activation_quantizers": len(plan.activations),
+              "quantization/weight_quantizers": len(plan.weights)}
+    if ignored_scope is not None:
+        values["quantization/ignored_scope"] = repr(ignored_scope)
+    for key, value in advanced.as_dict().items():
+        values[f"quantization/advanced_parameters/{key}"] = value
+    write_rt_info(model, values)

@@ -1,0 +1,82 @@
+"""Rewrite ovptq's copy of the model: FakeQuantize on activations, int8 weights, parameters in rt_info.
+
+Weights become `Constant(i8) -> Convert -> Multiply(scale per output channel)`, the form the CPU plugin reads as
+int8 weights with a dequantization scale: w ~= int8 * scale, scale = (ih - il) / 254 = ih / 127.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+
+from ovptq.graph.graph import Graph
+from ovptq.graph.weights import find_weight, weight_value
+from ovptq.parameters import RangeEstimator
+from ovptq.placement.plan import QuantizationPlan, WeightQuantizer
+from ovptq.ranges import FQParams, quantize_weight, symmetric_weight, weight_absmax, weight_quantile
+
+
+def insert_activation_quantizers(graph: Graph, plan: QuantizationPlan, params: dict[str, FQParams]) -> int:
+    """Insert one FakeQuantize per activation quantizer of the plan; return how many were inserted."""
+    for q in plan.activations:
+        output = graph.op(q.producer).output(q.port)
+        fq_params = params[q.name]
+        rank = output.get_partial_shape().rank.get_length()
+        low, high = _range_constants(fq_params, rank, q.per_channel, output.get_element_type())
+        fq = ops.fake_quantize(output, low, high, low, high, fq_params.levels, name=q.name)
+        for consumer in q.consumers:
+            graph.op(consumer.node).input(consumer.port).replace_source_output(fq.output(0))
+    return len(plan.activations)
+
+
+def _range_constants(params: FQParams, rank: int, per_channel: bool, element_type: ov.Type):
+    dtype = element_type.to_dtype() if element_type.is_real() and element_type != ov.Type.bf16 else np.float32
+    if per_channel:
+        shape = [1, -1] + [1] * (rank - 2)
+        return (ops.constant(np.asarray(params.low, dtype).reshape(shape)),
+                ops.constant(np.asarray(params.high, dtype).reshape(shape)))
+    return ops.constant(np.asarray(params.low, dtype).reshape(())), ops.constant(np.asarray(params.high, dtype).reshape(()))
+
+
+def weight_params(graph: Graph, quantizer: WeightQuantizer, estimator: RangeEstimator,
+                  quantile: float) -> tuple[np.ndarray, FQParams]:
+    """The weight as the op sees it and its symmetric per-channel range."""
+    weight = find_weight(graph, quantizer.node)
+    value = weight_value(graph, weight)
+    if estimator is RangeEstimator.MEAN_QUANTILE:
+        absmax = weight_quantile(value, quantizer.channel_axes, quantile)
+    else:
+        absmax = weight_absmax(value, quantizer.channel_axes)
+    return value, symmetric_weight(absmax, quantizer.half_range)
+
+
+def compress_weights(graph: Graph, plan: QuantizationPlan, estimator: RangeEstimator, quantile: float) -> int:
+    """Replace each planned weight by int8 values and a per-channel scale; return how many were replaced.
+
+    Ops that share one weight path share the int8 constant too.
+    """
+    shared: dict[tuple, ov.Output] = {}
+    for quantizer in plan.weights:
+        target = graph.op(quantizer.node).input(quantizer.port)
+        source = target.get_source_output()
+        key = (source.get_node().get_friendly_name(), source.get_index(), quantizer.channel_axes,
+               quantizer.half_range)
+        if key not in shared:
+            value, params = weight_params(graph, quantizer, estimator, quantile)
+            integers, scale = quantize_weight(value, params)
+            element_type = source.get_element_type()
+            name = f"{quantizer.node}/fq_weights_{quantizer.port}"
+            int8 = ops.constant(integers, name=f"{name}/int8")
+            convert = ops.convert(int8, element_type, name=f"{name}/convert")
+            dtype = element_type.to_dtype() if element_type != ov.Type.bf16 else np.float32
+            scale_constant = ops.constant(scale.astype(dtype), name=f"{name}/scale")
+            shared[key] = ops.multiply(convert, scale_constant, name=name).output(0)
+        target.replace_source_output(shared[key])
+    return len(plan.weights)
+
+
+def write_rt_info(model: ov.Model, values: dict[str, object]) -> None:
+    """Record the quantization parameters under rt_info/ovptq/..."""
+    for key, value in values.items():
+        model.set_rt_info(str(value), ["ovptq", *key.split("/")])
