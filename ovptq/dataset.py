@@ -157,6 +157,9 @@ def bind_inputs(item: Any, inputs: list[ModelInput], index: int) -> list[dict[st
                 raise DatasetError(f"Dataset item {index}: the inputs disagree on the number of samples "
                                    f"(input '{model_input.name}' holds {split} batches of the model's size).")
             pieces = split
+        if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+            raise DatasetError(f"Dataset item {index}: input '{model_input.name}' holds NaN or Inf values. Clean the "
+                               "calibration data (or its normalisation in transform_fn).")
         bound[model_input.name] = array
     if pieces == 1:
         return [bound]

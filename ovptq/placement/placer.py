@@ -54,17 +54,22 @@ def plan_quantizers(graph: Graph, ignored: dict[str, str], options: PlacementOpt
                     matches: list[Match] | None = None) -> QuantizationPlan:
     """Where the quantizers go. `ignored` maps nodes that must stay float to the reason."""
     matches = find_matches(graph, PATTERNS) if matches is None else matches
-    requests = _initial_requests(graph, ignored, fused_nodes(graph, matches))
+    requests = _initial_requests(graph, ignored, fused_nodes(graph, matches), options.quantize_outputs)
     activations, merged_groups = _propagate(graph, requests, ignored)
     weights = _weight_quantizers(graph, ignored, options.overflow_fix)
     activations = _finalize(activations, merged_groups, options.symmetric_activations)
     return QuantizationPlan(activations, weights, dict(ignored))
 
 
-def _initial_requests(graph: Graph, ignored: dict[str, str], fused: set[str]) -> dict[Port, _Request]:
+def _initial_requests(graph: Graph, ignored: dict[str, str], fused: set[str],
+                      quantize_outputs: bool) -> dict[Port, _Request]:
     requests: dict[Port, _Request] = {}
     for node in graph.order:
         if not graph.is_data(node) or node in ignored or node in fused:
+            continue
+        if graph.type(node) == "Result":
+            if quantize_outputs and graph.is_activation_input(node, 0):
+                requests[Port(node, 0)] = _Request(False, False)
             continue
         rule = OP_RULES.get(graph.type(node))
         if rule is None or rule.role not in (Role.WEIGHTED, Role.QUANTIZABLE):

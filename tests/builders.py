@@ -1,0 +1,160 @@
+"""Tiny hand-built models for the tests: each function returns an `ov.Model` with readable op names."""
+
+from __future__ import annotations
+
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+
+RNG_SEED = 0
+
+
+def _rng(seed: int = RNG_SEED) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def conv(x, out_channels: int, name: str, kernel: int = 3, seed: int = 0, bias: bool = True, weight_dtype=np.float32,
+         groups: int = 1):
+    """Convolution (or GroupConvolution when groups > 1) with 'same' padding and an optional bias Add."""
+    in_channels = x.get_partial_shape()[1].get_length() if hasattr(x, "get_partial_shape") else \
+        x.output(0).get_partial_shape()[1].get_length()
+    rng = _rng(seed)
+    pad = kernel // 2
+    if groups == 1:
+        w = (rng.standard_normal((out_channels, in_channels, kernel, kernel)) * 0.2).astype(weight_dtype)
+        weight = ops.constant(w, name=f"{name}/weight")
+        if weight_dtype != np.float32:
+            weight = ops.convert(weight, ov.Type.f32, name=f"{name}/weight/convert")
+        y = ops.convolution(x, weight, [1, 1], [pad, pad], [pad, pad], [1, 1], name=name)
+    else:
+        w = (rng.standard_normal((groups, out_channels // groups, in_channels // groups, kernel, kernel)) * 0.2
+             ).astype(np.float32)
+        y = ops.group_convolution(x, ops.constant(w, name=f"{name}/weight"), [1, 1], [pad, pad], [pad, pad], [1, 1],
+                                  name=name)
+    if bias:
+        b = (rng.standard_normal((1, out_channels, 1, 1)) * 0.1).astype(np.float32)
+        y = ops.add(y, ops.constant(b, name=f"{name}/bias_value"), name=f"{name}/bias")
+    return y
+
+
+def model(outputs, inputs, name="model") -> ov.Model:
+    outputs = outputs if isinstance(outputs, list) else [outputs]
+    inputs = inputs if isinstance(inputs, list) else [inputs]
+    return ov.Model([ops.result(o, name=f"{o.get_friendly_name()}/result") if not isinstance(o, ov.Output)
+                     else ops.result(o) for o in outputs], inputs, name)
+
+
+def conv_relu(channels: int = 8) -> ov.Model:
+    """input -> conv -> relu -> conv -> output"""
+    x = ops.parameter([1, 3, 16, 16], np.float32, name="input")
+    y = ops.relu(conv(x, channels, "conv1"), name="relu1")
+    return model(conv(y, channels, "conv2", seed=1), x)
+
+
+def residual_block() -> ov.Model:
+    """input -> conv1 -> relu1 -> {conv2 -> relu2 -> conv3, identity} -> add -> relu3 -> conv4"""
+    x = ops.parameter([1, 3, 16, 16], np.float32, name="input")
+    r1 = ops.relu(conv(x, 8, "conv1"), name="relu1")
+    r2 = ops.relu(conv(r1, 8, "conv2", seed=1), name="relu2")
+    c3 = conv(r2, 8, "conv3", seed=2)
+    add = ops.add(c3, r1, name="add")
+    r3 = ops.relu(add, name="relu3")
+    return model(conv(r3, 4, "conv4", seed=3), x)
+
+
+def depthwise_block() -> ov.Model:
+    """input -> conv1 -> relu6 -> depthwise -> hswish -> pointwise conv"""
+    x = ops.parameter([1, 3, 16, 16], np.float32, name="input")
+    r = ops.clamp(conv(x, 8, "conv1"), 0.0, 6.0, name="relu6")
+    d = ops.hswish(conv(r, 8, "depthwise", groups=8, seed=1), name="hswish")
+    return model(conv(d, 8, "pointwise", kernel=1, seed=2), x)
+
+
+def concat_block() -> ov.Model:
+    """input -> {conv_a -> relu_a, conv_b -> relu_b -> maxpool(1x1)} -> concat -> conv_c"""
+    x = ops.parameter([1, 3, 16, 16], np.float32, name="input")
+    a = ops.relu(conv(x, 4, "conv_a"), name="relu_a")
+    b = ops.relu(conv(x, 4, "conv_b", seed=1), name="relu_b")
+    b = ops.max_pool(b, [1, 1], [1, 1], [0, 0], [0, 0], [1, 1], name="pool_b").output(0)
+    cat = ops.concat([a, b], 1, name="concat")
+    return model(conv(cat, 8, "conv_c", seed=2), x)
+
+
+def preprocessing_block() -> ov.Model:
+    """NHWC input -> subtract mean -> multiply scale -> transpose to NCHW -> conv -> relu"""
+    x = ops.parameter([1, 16, 16, 3], np.float32, name="input")
+    s = ops.subtract(x, ops.constant(np.array([[[[0.5, 0.4, 0.3]]]], np.float32)), name="mean")
+    m = ops.multiply(s, ops.constant(np.array([[[[2.0, 2.1, 2.2]]]], np.float32)), name="scale")
+    t = ops.transpose(m, ops.constant(np.array([0, 3, 1, 2], np.int64)), name="to_nchw")
+    return model(ops.relu(conv(t, 8, "conv1"), name="relu"), x)
+
+
+def postprocessing_block() -> ov.Model:
+    """input -> conv -> relu -> conv -> reshape -> softmax -> topk -> {values, indices}"""
+    x = ops.parameter([1, 3, 8, 8], np.float32, name="input")
+    c = conv(ops.relu(conv(x, 4, "conv1"), name="relu1"), 4, "conv2", seed=1)
+    flat = ops.reshape(c, ops.constant(np.array([1, -1], np.int64)), False, name="flatten")
+    scores = ops.softmax(flat, 1, name="softmax")
+    mul = ops.multiply(scores, ops.constant(np.float32(2.0)), name="rescale")
+    top = ops.topk(mul, ops.constant(np.int64(5)), 1, "max", "value", name="topk")
+    return ov.Model([ops.result(top.output(0), name="values"), ops.result(top.output(1), name="indices")], [x],
+                    "postprocessing")
+
+
+def se_block() -> ov.Model:
+    """input -> conv -> relu -> [x * sigmoid(fc2(relu(fc1(mean(x)))))] -> conv"""
+    x = ops.parameter([1, 3, 8, 8], np.float32, name="input")
+    f = ops.relu(conv(x, 8, "conv1"), name="relu1")
+    mean = ops.reduce_mean(f, ops.constant(np.array([2, 3], np.int64)), True, name="se/mean")
+    fc1 = ops.relu(conv(mean, 4, "se/fc1", kernel=1, seed=1), name="se/relu")
+    gate = ops.sigmoid(conv(fc1, 8, "se/fc2", kernel=1, seed=2), name="se/sigmoid")
+    scaled = ops.multiply(f, gate, name="se/mul")
+    return model(conv(scaled, 8, "conv2", seed=3), x)
+
+
+def swish_block() -> ov.Model:
+    """input -> conv1 -> x * sigmoid(x) -> conv2"""
+    x = ops.parameter([1, 3, 8, 8], np.float32, name="input")
+    c = conv(x, 8, "conv1")
+    s = ops.multiply(c, ops.sigmoid(c, name="sigmoid"), name="swish")
+    return model(conv(s, 8, "conv2", seed=1), x)
+
+
+def matmul_block() -> ov.Model:
+    """input [1,4,16] -> matmul(W) + bias -> q; q x q^T (two activations) -> matmul(W2)"""
+    x = ops.parameter([1, 4, 16], np.float32, name="input")
+    rng = _rng(1)
+    w = ops.constant((rng.standard_normal((16, 16)) * 0.3).astype(np.float32), name="fc1/weight")
+    q = ops.add(ops.matmul(x, w, False, False, name="fc1"), ops.constant(np.zeros(16, np.float32)), name="fc1/bias")
+    scores = ops.matmul(q, q, False, True, name="scores")
+    w2 = ops.constant((rng.standard_normal((8, 4)) * 0.3).astype(np.float32), name="fc2/weight")
+    return model(ops.matmul(scores, w2, False, True, name="fc2"), x)
+
+
+def two_inputs() -> ov.Model:
+    """a -> conv_a, b -> conv_b, add -> output"""
+    a = ops.parameter([1, 3, 8, 8], np.float32, name="a")
+    b = ops.parameter([1, 3, 8, 8], np.float32, name="b")
+    return model(ops.add(conv(a, 4, "conv_a"), conv(b, 4, "conv_b", seed=1), name="add"), [a, b])
+
+
+def dynamic_batch() -> ov.Model:
+    """input [?,3,8,8] -> conv -> relu -> conv"""
+    x = ops.parameter(ov.PartialShape([-1, 3, 8, 8]), np.float32, name="input")
+    return model(conv(ops.relu(conv(x, 4, "conv1"), name="relu1"), 4, "conv2", seed=1), x)
+
+
+def no_quantizable_op() -> ov.Model:
+    x = ops.parameter([1, 3, 8, 8], np.float32, name="input")
+    return model(ops.sigmoid(ops.relu(x, name="relu"), name="sigmoid"), x)
+
+
+def images(count: int, shape=(1, 3, 16, 16), seed: int = 0, low: float = -1.0, high: float = 1.0) -> list[np.ndarray]:
+    rng = _rng(seed)
+    return [rng.uniform(low, high, size=shape).astype(np.float32) for _ in range(count)]
+
+
+def infer(model_: ov.Model, inputs) -> list[np.ndarray]:
+    compiled = ov.Core().compile_model(model_, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    result = compiled(inputs)
+    return [result[o] for o in compiled.outputs]

@@ -1,0 +1,111 @@
+"""Statistics pass: in-graph reductions, per-sample aggregation, independence from batching."""
+
+import builders
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+import pytest
+
+from ovptq.dataset import Dataset
+from ovptq.errors import DatasetError, StatisticsError
+from ovptq.statistics.collect import TensorRequest, collect_statistics
+
+RELU = TensorRequest("relu1", 0)
+RELU_PER_CHANNEL = TensorRequest("relu1", 0, per_channel=True)
+INPUT_QUANTILE = TensorRequest("input", 0, quantile=0.01)
+REQUESTS = [RELU, RELU_PER_CHANNEL, INPUT_QUANTILE]
+
+
+def relu_values(model, samples):
+    """The relu1 output for each sample, computed directly."""
+    probe = ov.Model([model.get_ordered_ops()[[op.get_friendly_name() for op in model.get_ordered_ops()]
+                                              .index("relu1")].output(0)], model.get_parameters())
+    return [builders.infer(probe, s)[0] for s in samples]
+
+
+def test_statistics_match_a_direct_computation():
+    model = builders.dynamic_batch()
+    samples = builders.images(6, shape=(1, 3, 8, 8))
+    stats, count = collect_statistics(model, REQUESTS, Dataset(samples), subset_size=300)
+    assert count == 6
+    values = relu_values(model, samples)
+    relu = stats[RELU]
+    assert relu.global_max == pytest.approx(max(v.max() for v in values), rel=1e-6)
+    assert relu.mean_max == pytest.approx(np.mean([v.max() for v in values]), rel=1e-5)
+    assert relu.mean_min == pytest.approx(np.mean([v.min() for v in values]), abs=1e-6)
+    per_channel = stats[RELU_PER_CHANNEL]
+    np.testing.assert_allclose(per_channel.global_max, np.max([v.max(axis=(0, 2, 3)) for v in values], axis=0),
+                               rtol=1e-6)
+    quantile = stats[INPUT_QUANTILE]
+    assert quantile.mean_quantile_high == pytest.approx(np.mean([np.quantile(s, 0.99) for s in samples]), rel=1e-5)
+
+
+@pytest.mark.parametrize("builder", ["dynamic_batch", "static_batch"])
+def test_batch_of_n_gives_the_same_statistics_as_n_batches_of_one(builder):
+    model = builders.dynamic_batch()
+    if builder == "static_batch":
+        model.reshape([1, 3, 8, 8])  # a fixed batch of 1: items of 4 samples are split
+    samples = builders.images(8, shape=(1, 3, 8, 8))
+    batched = [np.concatenate(samples[i:i + 4]) for i in (0, 4)]
+    one, count_one = collect_statistics(model, REQUESTS, Dataset(samples), subset_size=300)
+    four, count_four = collect_statistics(model, REQUESTS, Dataset(batched), subset_size=300)
+    assert count_one == count_four == 8
+    for request in REQUESTS:
+        a, b = one[request], four[request]
+        for field in ("global_min", "global_max", "mean_min", "mean_max", "mean_absmax"):
+            np.testing.assert_allclose(getattr(a, field), getattr(b, field), rtol=1e-5, atol=1e-6)
+
+
+def test_subset_size_limits_the_items_and_order_of_requests_does_not_matter():
+    model = builders.dynamic_batch()
+    samples = builders.images(10, shape=(1, 3, 8, 8))
+    stats, count = collect_statistics(model, [RELU], Dataset(samples), subset_size=4)
+    assert count == 4
+    serial, _ = collect_statistics(model, [RELU], Dataset(samples[:4]), subset_size=4, inference_requests=1)
+    assert stats[RELU].mean_max == serial[RELU].mean_max  # bit-identical whatever the number of requests
+
+
+def test_generator_dataset_is_consumed_once():
+    model = builders.dynamic_batch()
+    samples = builders.images(3, shape=(1, 3, 8, 8))
+    _, count = collect_statistics(model, [RELU], Dataset(s for s in samples), subset_size=300)
+    assert count == 3
+
+
+def test_empty_dataset_is_a_clear_error():
+    with pytest.raises(DatasetError, match="empty"):
+        collect_statistics(builders.dynamic_batch(), [RELU], Dataset([]), subset_size=300)
+
+
+def test_wrong_shape_names_the_input_and_both_shapes():
+    bad = [np.zeros((1, 3, 9, 9), np.float32)]
+    with pytest.raises(DatasetError, match=r"item 0: input 'input' expects shape \[\?,3,8,8\] but got \[1, 3, 9, 9\]"):
+        collect_statistics(builders.dynamic_batch(), [RELU], Dataset(bad), subset_size=300)
+
+
+def test_nan_in_the_data_is_reported_with_the_item_and_input():
+    samples = builders.images(2, shape=(1, 3, 8, 8))
+    samples[1][0, 0, 0, 0] = np.nan
+    with pytest.raises(DatasetError, match="item 1: input 'input' holds NaN or Inf"):
+        collect_statistics(builders.dynamic_batch(), [RELU], Dataset(samples), subset_size=300)
+
+
+def test_inf_inside_the_model_is_reported_with_the_node():
+    x = ops.parameter([1, 4], np.float32, name="input")
+    model = builders.model(ops.relu(ops.divide(ops.constant(np.float32(1)), x, name="inverse"), name="relu1"), x)
+    with pytest.raises(StatisticsError, match="'relu1' holds NaN or Inf"):
+        collect_statistics(model, [RELU], Dataset([np.array([[1, 0, 2, 3]], np.float32)]), subset_size=300)
+
+
+def test_statistics_model_leaves_the_model_untouched():
+    model = builders.dynamic_batch()
+    before = len(model.get_ordered_ops())
+    collect_statistics(model, REQUESTS, Dataset(builders.images(1, shape=(1, 3, 8, 8))), subset_size=1)
+    assert len(model.get_ordered_ops()) == before and len(model.outputs) == 1
+
+
+def test_rank_one_tensor_statistics():
+    x = ops.parameter([4], np.float32, name="input")
+    model = builders.model(ops.relu(x, name="relu1"), x)
+    stats, count = collect_statistics(model, [RELU], Dataset([np.array([1, -2, 3, 0.5], np.float32)]), 300)
+    assert stats[RELU].global_max == 3.0 and stats[RELU].global_min == 0.0
