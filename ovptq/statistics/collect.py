@@ -49,7 +49,8 @@ class TensorStatistics:
 
 @dataclass
 class _Aggregate:
-    request: TensorRequest
+    """Running aggregates of per-sample values of shape [N, ...]: memory does not grow with N."""
+
     samples: int = 0
     gmin: np.ndarray | None = None
     gmax: np.ndarray | None = None
@@ -67,10 +68,13 @@ class _Aggregate:
         self.add("absmax", np.maximum(-mins, maxs))
         self.samples += mins.shape[0]
 
-    def result(self) -> TensorStatistics:
-        mean = {k: (v / self.samples).astype(np.float32) for k, v in self.sums.items()}
-        return TensorStatistics(self.gmin.astype(np.float32), self.gmax.astype(np.float32), mean["min"],
-                                mean["max"], mean["absmax"], mean.get("qlow"), mean.get("qhigh"), self.samples)
+    def result(self, column: int | None = None) -> TensorStatistics:
+        """The statistics (of one column, for stacked per-tensor groups)."""
+        def pick(value):
+            return (value if column is None else value[..., column]).astype(np.float32)
+        mean = {k: pick(v / self.samples) for k, v in self.sums.items()}
+        return TensorStatistics(pick(self.gmin), pick(self.gmax), mean["min"], mean["max"], mean["absmax"],
+                                mean.get("qlow"), mean.get("qhigh"), self.samples)
 
 
 def _per_sample(values: np.ndarray, samples: int, reduce) -> np.ndarray:
@@ -82,33 +86,89 @@ def _per_sample(values: np.ndarray, samples: int, reduce) -> np.ndarray:
     return np.repeat(np.asarray(whole)[None], samples, axis=0)
 
 
+@dataclass
+class _OutputGroup:
+    """Requests whose per-sample minima (and maxima) come back in one output each.
+
+    A stacked group holds per-tensor requests on tensors with the model's static batch size: their [N] reductions
+    are concatenated in the graph into one [N, T] output, so the pass returns two arrays instead of 2T.
+    """
+
+    requests: list[TensorRequest]
+    stacked: bool
+    min_output: int = -1
+    max_output: int = -1
+
+
 class StatisticsModel:
     """The copy of the model with reduction outputs, and how to read them back."""
 
     def __init__(self, model: ov.Model, requests: list[TensorRequest]):
         clone = model.clone()
         by_name = {op.get_friendly_name(): op for op in clone.get_ordered_ops()}
-        results, self.outputs = [], []
+        batch = _static_batch(clone)
+        self.results: list = []
+        self.groups: list[_OutputGroup] = []
+        self.raw_outputs: dict[TensorRequest, int] = {}
+        stacked = _OutputGroup([], stacked=True)
+        stacked_reductions: dict[str, list] = {"min": [], "max": []}
         for request in requests:
-            output = by_name[request.producer].output(request.port)
-            rank = output.get_partial_shape().rank
-            if rank.is_dynamic:
-                raise UnsupportedModelError(f"Output {request.port} of '{request.producer}' has a dynamic rank; "
-                                            "ovptq needs tensors of known rank. Reshape the model to a static "
-                                            "rank (model.reshape) before quantizing.")
-            if output.get_element_type() != ov.Type.f32:
-                output = ops.convert(output, ov.Type.f32).output(0)
-            keep = (0, 1) if request.per_channel and rank.get_length() >= 2 else (0,)
-            axes = [a for a in range(rank.get_length()) if a not in keep]
-            for kind, reduce in (("min", ops.reduce_min), ("max", ops.reduce_max)):
-                reduced = reduce(output, np.array(axes, np.int64), False).output(0) if axes else output
-                results.append(ops.result(reduced))
-                self.outputs.append((request, kind))
+            output = _float_output(by_name[request.producer].output(request.port), request)
+            rank = output.get_partial_shape().rank.get_length()
+            per_channel = request.per_channel and rank >= 2
+            first = output.get_partial_shape()[0] if rank else None
+            stackable = (batch is not None and not per_channel and first is not None and first.is_static
+                         and first.get_length() == batch)
+            reduced = {kind: _reduce(output, rank, per_channel, reduce)
+                       for kind, reduce in (("min", ops.reduce_min), ("max", ops.reduce_max))}
+            if stackable:
+                stacked.requests.append(request)
+                for kind in reduced:
+                    stacked_reductions[kind].append(ops.unsqueeze(reduced[kind], np.int64(1)).output(0))
+            else:
+                group = _OutputGroup([request], stacked=False)
+                group.min_output, group.max_output = self._add(reduced["min"]), self._add(reduced["max"])
+                self.groups.append(group)
             if request.quantile is not None:
-                results.append(ops.result(output))
-                self.outputs.append((request, "raw"))
-        self.model = ov.Model(results, clone.get_sinks(), clone.get_parameters(), "ovptq_statistics")
+                self.raw_outputs[request] = self._add(output)
+        if stacked.requests:
+            stacked.min_output = self._add(ops.concat(stacked_reductions["min"], 1).output(0))
+            stacked.max_output = self._add(ops.concat(stacked_reductions["max"], 1).output(0))
+            self.groups.append(stacked)
+        self.model = ov.Model(self.results, clone.get_sinks(), clone.get_parameters(), "ovptq_statistics")
         self.inputs = ModelInput.of(self.model)
+
+    def _add(self, output: ov.Output) -> int:
+        self.results.append(ops.result(output))
+        return len(self.results) - 1
+
+
+def _reduce(output: ov.Output, rank: int, per_channel: bool, reduce) -> ov.Output:
+    """Reduce to [N, C] (per channel) or [N]: spatial axes first, then channels, which the CPU runs faster than
+    one reduction over all axes (measured 7% vs 16% over plain inference on ResNet-50)."""
+    if rank >= 3:
+        output = reduce(output, np.arange(2, rank, dtype=np.int64), False).output(0)
+    if rank >= 2 and not per_channel:
+        output = reduce(output, np.array([1], np.int64), False).output(0)
+    return output
+
+
+def _float_output(output: ov.Output, request: TensorRequest) -> ov.Output:
+    if output.get_partial_shape().rank.is_dynamic:
+        raise UnsupportedModelError(f"Output {request.port} of '{request.producer}' has a dynamic rank; ovptq needs "
+                                    "tensors of known rank. Reshape the model to a static rank (model.reshape) "
+                                    "before quantizing.")
+    if output.get_element_type() != ov.Type.f32:
+        return ops.convert(output, ov.Type.f32).output(0)
+    return output
+
+
+def _static_batch(model: ov.Model) -> int | None:
+    """The batch size when every input has the same static leading dimension, else None."""
+    firsts = {p.get_partial_shape()[0].get_length() if p.get_partial_shape().rank.is_static
+              and p.get_partial_shape().rank.get_length() and p.get_partial_shape()[0].is_static else None
+              for p in model.get_parameters()}
+    return firsts.pop() if len(firsts) == 1 else None
 
 
 def collect_statistics(model: ov.Model, requests: list[TensorRequest], dataset: Dataset, subset_size: int,
@@ -123,8 +183,8 @@ def collect_statistics(model: ov.Model, requests: list[TensorRequest], dataset: 
     except RuntimeError as error:
         raise StatisticsError(f"The CPU plugin could not compile the statistics model: {error}") from error
     jobs = inference_requests or compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
-    aggregates = {request: _Aggregate(request) for request in requests}
-    quantiles = {request for request in requests if request.quantile is not None}
+    aggregates = [_Aggregate() for _ in stats_model.groups]
+    quantile_aggregates = {request: _Aggregate() for request in stats_model.raw_outputs}
 
     lock = threading.Lock()
     done: dict[int, tuple[int, int, list[np.ndarray] | BaseException]] = {}
@@ -133,7 +193,7 @@ def collect_statistics(model: ov.Model, requests: list[TensorRequest], dataset: 
     def on_done(request: ov.InferRequest, userdata) -> None:
         sequence, item_index, samples = userdata
         try:
-            outputs = [request.get_output_tensor(i).data.copy() for i in range(len(stats_model.outputs))]
+            outputs = [request.get_output_tensor(i).data.copy() for i in range(len(stats_model.results))]
         except BaseException as error:  # reported in the main thread
             outputs = error
         with lock:
@@ -148,7 +208,7 @@ def collect_statistics(model: ov.Model, requests: list[TensorRequest], dataset: 
                 item_index, samples, outputs = done.pop(next_to_fold)
             if isinstance(outputs, BaseException):
                 raise StatisticsError(f"Inference failed on dataset item {item_index}: {outputs}") from outputs
-            _fold(stats_model, aggregates, quantiles, outputs, samples)
+            _fold(stats_model, aggregates, quantile_aggregates, outputs, samples)
             next_to_fold += 1
 
     queue = ov.AsyncInferQueue(compiled, jobs)
@@ -181,23 +241,33 @@ def collect_statistics(model: ov.Model, requests: list[TensorRequest], dataset: 
     if length is None and items < subset_size or length is not None and length < subset_size:
         log.warning("The dataset has %d items, fewer than subset_size=%d: all of them were used.", items,
                     subset_size)
-    return {request: aggregate.result() for request, aggregate in aggregates.items()}, total_samples
+    return _results(stats_model, aggregates, quantile_aggregates), total_samples
 
 
-def _fold(stats_model: StatisticsModel, aggregates: dict[TensorRequest, _Aggregate],
-          quantiles: set[TensorRequest], outputs: list[np.ndarray], samples: int) -> None:
-    values: dict[tuple[TensorRequest, str], np.ndarray] = {}
-    for (request, kind), output in zip(stats_model.outputs, outputs):
-        values[(request, kind)] = output
-    for request, aggregate in aggregates.items():
-        mins = _per_sample(values[(request, "min")], samples, np.min)
-        maxs = _per_sample(values[(request, "max")], samples, np.max)
-        _check_finite(request, mins, maxs)
+def _fold(stats_model: StatisticsModel, aggregates: list[_Aggregate], quantile_aggregates: dict,
+          outputs: list[np.ndarray], samples: int) -> None:
+    for group, aggregate in zip(stats_model.groups, aggregates):
+        mins = _per_sample(outputs[group.min_output], samples, np.min)
+        maxs = _per_sample(outputs[group.max_output], samples, np.max)
+        _check_finite(group, mins, maxs)
         aggregate.update(mins, maxs)
-        if request in quantiles:
-            low, high = _sample_quantiles(values[(request, "raw")], samples, request)
-            aggregate.add("qlow", low)
-            aggregate.add("qhigh", high)
+    for request, aggregate in quantile_aggregates.items():
+        low, high = _sample_quantiles(outputs[stats_model.raw_outputs[request]], samples, request)
+        aggregate.add("qlow", low)
+        aggregate.add("qhigh", high)
+        aggregate.samples += samples
+
+
+def _results(stats_model: StatisticsModel, aggregates: list[_Aggregate],
+             quantile_aggregates: dict) -> dict[TensorRequest, TensorStatistics]:
+    results = {}
+    for group, aggregate in zip(stats_model.groups, aggregates):
+        for column, request in enumerate(group.requests):
+            results[request] = aggregate.result(column if group.stacked else None)
+    for request, aggregate in quantile_aggregates.items():
+        results[request].mean_quantile_low = (aggregate.sums["qlow"] / aggregate.samples).astype(np.float32)
+        results[request].mean_quantile_high = (aggregate.sums["qhigh"] / aggregate.samples).astype(np.float32)
+    return results
 
 
 def _sample_quantiles(raw: np.ndarray, samples: int, request: TensorRequest) -> tuple[np.ndarray, np.ndarray]:
@@ -213,8 +283,14 @@ def _sample_quantiles(raw: np.ndarray, samples: int, request: TensorRequest) -> 
     return np.quantile(flat, q, axis=-1), np.quantile(flat, 1 - q, axis=-1)
 
 
-def _check_finite(request: TensorRequest, mins: np.ndarray, maxs: np.ndarray) -> None:
-    if not (np.all(np.isfinite(mins)) and np.all(np.isfinite(maxs))):
-        raise StatisticsError(f"Output {request.port} of '{request.producer}' holds NaN or Inf on the calibration "
-                              "data. Check the data (NaN/Inf in the inputs, wrong normalisation) or ignore this node "
-                              "with IgnoredScope.")
+def _check_finite(group: _OutputGroup, mins: np.ndarray, maxs: np.ndarray) -> None:
+    finite = np.isfinite(mins) & np.isfinite(maxs)
+    if finite.all():
+        return
+    if group.stacked:
+        request = group.requests[int(np.argwhere(~finite.reshape(finite.shape[0], -1).all(axis=0))[0, 0])]
+    else:
+        request = group.requests[0]
+    raise StatisticsError(f"Output {request.port} of '{request.producer}' holds NaN or Inf on the calibration data. "
+                          "Check the data (wrong normalisation, extreme values) or keep this node in float with "
+                          "IgnoredScope.")

@@ -1,0 +1,134 @@
+"""ovptq against NNCF on real models: accuracy, quantize time, peak memory, INT8 coverage, benchmark_app speed.
+
+    python -m benchmarks.compare                       # the default model list, subset 300
+    python -m benchmarks.compare --quick               # two models, small subset, short speed runs
+    python -m benchmarks.compare --models ppocr_cls light_resnet50 --subset-size 300
+
+Both tools quantize the same FP32 IR with the same calibration items, each in its own process (peak RSS is per
+tool); ratios are ovptq / NNCF from the same run. Results go to the terminal and to benchmarks/results/ as JSON
+and Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.benchmark_app import compare as benchmark_compare
+from benchmarks.benchmark_app import cpu_description
+from benchmarks.worker import save_items
+
+DEFAULT_MODELS = ["light_resnet50", "ppocr_cls", "ppocr_det", "mobilenet_v2", "ppocr_rec"]
+QUICK_MODELS = ["light_resnet50", "ppocr_cls"]
+TOOLS = ["nncf", "ovptq"]
+RESULTS = Path(__file__).parent / "results"
+
+
+def calibration_folder(spec, count: int) -> Path:
+    from models import cache_dir
+    folder = cache_dir() / "calibration" / f"{spec.name}-v{spec.version}-{count}"
+    if not (folder / f"item_{count - 1:05d}.npz").exists():
+        save_items(spec.calibration_items(count, seed=0), folder)
+    return folder
+
+
+def run_tool(tool: str, xml: Path, data: Path, out_dir: Path, subset_size: int) -> dict:
+    out = out_dir / f"{tool}.xml"
+    report = out_dir / f"{tool}.json"
+    command = [sys.executable, "-m", "benchmarks.worker", tool, str(xml), str(data), str(out), str(report),
+               "--subset-size", str(subset_size)]
+    subprocess.run(command, check=True, cwd=Path(__file__).parent.parent, capture_output=True)
+    return {**json.loads(report.read_text()), "xml": str(out)}
+
+
+def coverage(xml: str) -> dict:
+    import ovptq
+    report = ovptq.inspect(xml)
+    return {"int8_layers": len(report.int8_linear), "linear_layers": len(report.linear),
+            "standalone_fq": len(report.standalone_fake_quantize), "int8_names": sorted(report.int8_names())}
+
+
+def measure(name: str, subset_size: int, rounds: int, seconds: int, work: Path) -> dict:
+    from models import get_model
+    spec = get_model(name)
+    fp32 = spec.xml_path()
+    data = calibration_folder(spec, subset_size)
+    out_dir = work / name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    row: dict = {"model": name, "headline": spec.headline, "subset_size": subset_size, "data_note": spec.data_note}
+    tools = {tool: run_tool(tool, fp32, data, out_dir, subset_size) for tool in TOOLS}
+    row["fp32"] = {"metrics": spec.evaluate(str(fp32))}
+    for tool, result in tools.items():
+        row[tool] = {**result, "metrics": spec.evaluate(result["xml"]), "coverage": coverage(result["xml"])}
+    nncf_int8 = set(row["nncf"]["coverage"]["int8_names"])
+    row["int8_in_nncf_not_in_ovptq"] = sorted(nncf_int8 - set(row["ovptq"]["coverage"]["int8_names"]))
+    if rounds:
+        speed = benchmark_compare([str(fp32), row["nncf"]["xml"], row["ovptq"]["xml"]], rounds, seconds)
+        for key, xml in (("fp32", str(fp32)), ("nncf", row["nncf"]["xml"]), ("ovptq", row["ovptq"]["xml"])):
+            m = speed[xml]
+            row[key]["throughput_fps"] = m.median("throughput_fps")
+            row[key]["latency_median_ms"] = m.median("latency_median_ms")
+    return row
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if b else "-"
+
+
+def table(rows: list[dict]) -> list[str]:
+    header = ("| model | metric | FP32 | NNCF INT8 | ovptq INT8 | quantize s NNCF / ovptq (ratio) | "
+              "peak RSS MB NNCF / ovptq (ratio) | INT8 layers NNCF / ovptq | FPS FP32 / NNCF / ovptq |")
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for r in rows:
+        h = r["headline"]
+        n, o = r["nncf"], r["ovptq"]
+        fps = "-"
+        if "throughput_fps" in o:
+            fps = f"{r['fp32']['throughput_fps']:.0f} / {n['throughput_fps']:.0f} / {o['throughput_fps']:.0f}"
+        lines.append(
+            f"| {r['model']} | {h} | {r['fp32']['metrics'][h]:.4f} | {n['metrics'][h]:.4f} | {o['metrics'][h]:.4f} "
+            f"| {n['quantize_seconds']:.1f} / {o['quantize_seconds']:.1f} "
+            f"({_ratio(o['quantize_seconds'], n['quantize_seconds'])}) "
+            f"| {n['peak_rss_mb']:.0f} / {o['peak_rss_mb']:.0f} ({_ratio(o['peak_rss_mb'], n['peak_rss_mb'])}) "
+            f"| {n['coverage']['int8_layers']}/{n['coverage']['linear_layers']} / "
+            f"{o['coverage']['int8_layers']}/{o['coverage']['linear_layers']} | {fps} |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+")
+    parser.add_argument("--subset-size", type=int)
+    parser.add_argument("--rounds", type=int, help="benchmark_app rounds (0: skip speed)")
+    parser.add_argument("--seconds", type=int, help="duration of each benchmark_app run")
+    parser.add_argument("--quick", action="store_true", help="two models, subset 50, one short speed round")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    models = args.models or (QUICK_MODELS if args.quick else DEFAULT_MODELS)
+    subset = args.subset_size or (50 if args.quick else 300)
+    rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
+    seconds = args.seconds or (5 if args.quick else 10)
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    rows = []
+    for name in models:
+        print(f"== {name}", flush=True)
+        rows.append(measure(name, subset, rounds, seconds, args.out / "irs"))
+        print("\n".join(table(rows[-1:])), flush=True)
+    command = "python -m benchmarks.compare " + " ".join(argv if argv is not None else sys.argv[1:])
+    summary = {"machine": cpu_description(), "command": command.strip(), "minutes": (time.time() - started) / 60,
+               "rows": rows}
+    (args.out / "compare.json").write_text(json.dumps(summary, indent=1))
+    markdown = [f"Machine: {summary['machine']}, 2 cores. Command: `{summary['command']}` "
+                f"({summary['minutes']:.0f} min).", "", *table(rows)]
+    (args.out / "compare.md").write_text("\n".join(markdown) + "\n")
+    print("\n".join(markdown))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Quantize one model with one tool, in a process of its own, so peak memory is the tool's own.
+
+    python -m benchmarks.worker {ovptq,nncf} FP32.xml CALIBRATION_DIR OUT.xml REPORT.json [--subset-size N]
+
+CALIBRATION_DIR holds item_00000.npz, ... (one dataset item each), read lazily while the tool iterates, so the
+data itself does not inflate peak memory. The wall time covers the quantize call only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+
+
+class DiskItems:
+    """Dataset items stored one per .npz file; each is a dict {input name: array}."""
+
+    def __init__(self, folder: str | Path):
+        self.files = sorted(Path(folder).glob("item_*.npz"))
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __iter__(self):
+        for path in self.files:
+            with np.load(path) as item:
+                yield {key: item[key] for key in item.files}
+
+
+def save_items(items, folder: str | Path) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, item in enumerate(items):
+        np.savez(folder / f"item_{index:05d}.npz", **item)
+    return folder
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def quantize(tool: str, model: ov.Model, items: DiskItems, subset_size: int, fast_bias_correction: bool = True):
+    if tool == "ovptq":
+        import ovptq
+        return ovptq.quantize(model, ovptq.Dataset(items), subset_size=subset_size,
+                              fast_bias_correction=fast_bias_correction)
+    if tool == "nncf":
+        import nncf
+        return nncf.quantize(model, nncf.Dataset(items), subset_size=subset_size,
+                             fast_bias_correction=fast_bias_correction)
+    raise ValueError(f"unknown tool {tool!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("tool", choices=["ovptq", "nncf"])
+    parser.add_argument("model")
+    parser.add_argument("data")
+    parser.add_argument("out")
+    parser.add_argument("report")
+    parser.add_argument("--subset-size", type=int, default=300)
+    args = parser.parse_args(argv)
+    if args.tool == "ovptq":
+        import ovptq  # noqa: F401  imported before timing, as nncf is by its own import below
+    else:
+        import nncf  # noqa: F401
+    model = ov.Core().read_model(args.model)
+    items = DiskItems(args.data)
+    rss_before = peak_rss_mb()
+    started = time.perf_counter()
+    quantized = quantize(args.tool, model, items, args.subset_size)
+    seconds = time.perf_counter() - started
+    rss = peak_rss_mb()
+    ov.save_model(quantized, args.out, compress_to_fp16=False)
+    Path(args.report).write_text(json.dumps({"tool": args.tool, "quantize_seconds": seconds, "peak_rss_mb": rss,
+                                             "rss_before_quantize_mb": rss_before}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
