@@ -99,6 +99,15 @@ def table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def update_readme(markdown: list[str], readme: Path = Path(__file__).parent.parent / "README.md") -> None:
+    """Replace the text between the results markers of README.md with this run's table."""
+    text = readme.read_text()
+    start, end = "<!-- results:start -->", "<!-- results:end -->"
+    head, rest = text.split(start, 1)
+    tail = rest.split(end, 1)[1]
+    readme.write_text(f"{head}{start}\n" + "\n".join(markdown) + f"\n{end}{tail}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+")
@@ -107,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, help="duration of each benchmark_app run")
     parser.add_argument("--quick", action="store_true", help="two models, subset 50, one short speed round")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--update-readme", action="store_true", help="write the table into README.md")
     args = parser.parse_args(argv)
     models = args.models or (QUICK_MODELS if args.quick else DEFAULT_MODELS)
     subset = args.subset_size or (50 if args.quick else 300)
@@ -127,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"({summary['minutes']:.0f} min).", "", *table(rows)]
     (args.out / "compare.md").write_text("\n".join(markdown) + "\n")
     print("\n".join(markdown))
+    if args.update_readme:
+        update_readme(markdown)
     return 0
 
 

@@ -1,5 +1,7 @@
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(__file__))
+HERE = os.path.dirname(__file__)
+sys.path.insert(0, HERE)                      # builders
+sys.path.insert(0, os.path.dirname(HERE))     # the models/ zoo
 os.environ.setdefault("OVPTQ_PROGRESS", "0")
