@@ -14,6 +14,9 @@ from pathlib import Path
 import openvino as ov
 
 LINEAR_LAYER_TYPES = ("Convolution", "GroupConvolution", "FullyConnected", "MatMul", "Deconvolution")
+# The IR op types behind those runtime layers: how a runtime layer is named after the model's own op.
+IR_LINEAR_TYPES = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData",
+                   "MatMul")
 INT8_PRECISIONS = ("i8", "u8")
 
 
@@ -24,6 +27,7 @@ class RuntimeLayer:
     precision: str
     kernel: str
     original_names: tuple[str, ...]
+    ir_name: str = ""  # the Convolution / MatMul op of the IR that this layer executes, when there is one
 
     @property
     def is_int8(self) -> bool:
@@ -56,8 +60,8 @@ class Int8Report:
         return len(self.int8_linear) / len(self.linear) if self.linear else 0.0
 
     def int8_names(self) -> set[str]:
-        """IR names of the linear ops running in int8 (the first original name of each runtime layer)."""
-        return {layer.original_names[0] if layer.original_names else layer.name for layer in self.int8_linear}
+        """Names of the IR's Convolution / MatMul ops that run in int8."""
+        return {layer.ir_name or layer.name for layer in self.int8_linear}
 
     def __str__(self) -> str:
         lines = [f"INT8 coverage: {len(self.int8_linear)}/{len(self.linear)} Convolution/FullyConnected/MatMul "
@@ -77,11 +81,15 @@ def _text(rt_info, key: str) -> str:
 def inspect(model: ov.Model | str | Path, device: str = "CPU", core: ov.Core | None = None) -> Int8Report:
     """Compile `model` and report, per runtime layer, its type, precision and kernel."""
     core = core or ov.Core()
-    compiled = core.compile_model(str(model) if isinstance(model, Path) else model, device)
+    if not isinstance(model, ov.Model):
+        model = core.read_model(str(model))
+    linear_ops = {op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in IR_LINEAR_TYPES}
+    compiled = core.compile_model(model, device)
     report = Int8Report()
     for op in compiled.get_runtime_model().get_ordered_ops():
         rt = op.get_rt_info()
         names = tuple(n for n in _text(rt, "originalLayersNames").split(",") if n)
+        ir_name = next((n for n in names if n in linear_ops), "")
         report.layers.append(RuntimeLayer(op.get_friendly_name(), _text(rt, "layerType"),
-                                          _text(rt, "runtimePrecision"), _text(rt, "primitiveType"), names))
+                                          _text(rt, "runtimePrecision"), _text(rt, "primitiveType"), names, ir_name))
     return report
