@@ -158,3 +158,12 @@ def infer(model_: ov.Model, inputs) -> list[np.ndarray]:
     compiled = ov.Core().compile_model(model_, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     result = compiled(inputs)
     return [result[o] for o in compiled.outputs]
+
+
+def deconvolution_block() -> ov.Model:
+    """input -> conv -> relu -> ConvolutionBackpropData (stride 2) -> relu"""
+    x = ops.parameter([1, 3, 8, 8], np.float32, name="input")
+    r = ops.relu(conv(x, 8, "conv1"), name="relu1")
+    w = (_rng(3).standard_normal((8, 4, 2, 2)) * 0.2).astype(np.float32)  # [C_in, C_out, k, k]
+    d = ops.convolution_backprop_data(r, ops.constant(w, name="deconv/weight"), [2, 2], name="deconv")
+    return model(ops.relu(d, name="relu2"), x)

@@ -206,3 +206,18 @@ def test_bad_model_arguments(tmp_path):
 def test_ignored_scope_field_must_be_a_list():
     with pytest.raises(ParameterError, match=r"names=\['conv1'\]"):
         ovptq.IgnoredScope(names="conv1")
+
+
+def test_deconvolution_runs_int8_with_symmetric_inputs_and_output_channel_axis_1():
+    q = quantize(builders.deconvolution_block(), shape=(1, 3, 8, 8))
+    report = ovptq.inspect(q)
+    assert "deconv" in report.int8_names() and report.coverage == 1.0
+    scale = next(op for op in q.get_ordered_ops() if op.get_friendly_name() == "deconv/fq_weights_1/scale")
+    assert list(scale.get_output_shape(0)) == [1, 4, 1, 1]
+
+
+def test_benchmark_app_runs_the_saved_int8_ir(tmp_path):
+    from benchmarks.benchmark_app import run_once
+    ov.save_model(quantize(builders.residual_block()), tmp_path / "int8.xml")
+    result = run_once(tmp_path / "int8.xml", "latency", seconds=1)
+    assert result["throughput_fps"] > 0 and result["latency_median_ms"] > 0
