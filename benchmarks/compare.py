@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -41,7 +42,9 @@ def run_tool(tool: str, xml: Path, data: Path, out_dir: Path, subset_size: int) 
     report = out_dir / f"{tool}.json"
     command = [sys.executable, "-m", "benchmarks.worker", tool, str(xml), str(data), str(out), str(report),
                "--subset-size", str(subset_size)]
-    subprocess.run(command, check=True, cwd=Path(__file__).parent.parent, capture_output=True)
+    # CI=true turns OpenVINO's telemetry off: it forks from a worker thread, which can deadlock a busy process.
+    env = {**os.environ, "CI": "true", "OVPTQ_PROGRESS": "0"}
+    subprocess.run(command, check=True, cwd=Path(__file__).parent.parent, capture_output=True, env=env)
     return {**json.loads(report.read_text()), "xml": str(out)}
 
 

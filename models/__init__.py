@@ -16,6 +16,7 @@ import importlib
 import importlib.util
 from typing import Callable, Dict
 
+from .onnx_light import LIGHT_NAMES as _LIGHT  # light: imports openvino only
 from .zoo import PIP_NAMES, ModelSpec, cache_dir
 
 __all__ = ["get_model", "MODEL_NAMES", "ModelSpec", "MissingDependencyError", "cache_dir"]
@@ -30,9 +31,6 @@ def _factory(module: str, cls: str, *args) -> Callable[[], ModelSpec]:
         return getattr(importlib.import_module(f"{__name__}.{module}"), cls)(*args)
     return make
 
-
-_LIGHT = ("resnet50", "densenet121", "inception_v1", "inception_v2", "shufflenet", "squeezenet", "vgg19",
-          "zfnet512", "bvlc_alexnet")
 
 _REGISTRY: Dict[str, Callable[[], ModelSpec]] = {
     "ppocr_cls": _factory("ppocr", "PPOCRCls"),

@@ -47,9 +47,12 @@ class _PPOCR(ModelSpec):
     input_shape: Tuple[int, ...] = ()
     input_name = "x"
 
+    version = 2  # v2: built with ov.convert_model (the graph `ovc` gives users), v1 used read_model
+
     def build(self) -> ov.Model:
-        """ov.Core().read_model on the ONNX file, reshaped to the static input shape."""
-        model = core().read_model(str(rapidocr_model_path(self.onnx_file)))
+        """ov.convert_model on the ONNX file (fused HSwish / MVN / attention, as `ovc` gives), reshaped to the
+        static input shape."""
+        model = ov.convert_model(str(rapidocr_model_path(self.onnx_file)))
         model.reshape({model.inputs[0]: ov.PartialShape(list(self.input_shape))})
         return model
 

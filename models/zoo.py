@@ -9,6 +9,7 @@ halves, ...) *and* from different seeds, so even ``calibration_items(n, seed=1)`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -76,6 +77,25 @@ def run(model: ModelLike, items: Sequence[Item]) -> List[List[np.ndarray]]:
     return outs
 
 
+@contextlib.contextmanager
+def quiet_ovc_telemetry():
+    """Build models with OpenVINO's conversion telemetry declined.
+
+    ov.convert_model sends ~15 telemetry events, each from a worker thread that fork()s a process to try the
+    network (unreachable here). A fork() while numpy's OpenBLAS threads are busy can deadlock the whole process
+    (seen here: os.fork -> OpenBLAS blas_thread_shutdown_ waiting forever). openvino_telemetry declines to send
+    when CI=true (ovc sets disable_in_ci=True), so CI is set for the duration of the build only."""
+    old = os.environ.get("CI")
+    os.environ["CI"] = "true"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("CI", None)
+        else:
+            os.environ["CI"] = old
+
+
 class ModelSpec:
     """One model of the zoo. Subclasses set the class attributes and implement ``build`` and ``make_items``."""
 
@@ -105,7 +125,8 @@ class ModelSpec:
         if path.exists() and path.with_suffix(".bin").exists():
             return path
         path.parent.mkdir(parents=True, exist_ok=True)
-        model = self.build()
+        with quiet_ovc_telemetry():
+            model = self.build()
         with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{self.name}-") as tmp:
             tmp_xml = Path(tmp) / path.name
             ov.save_model(model, str(tmp_xml), compress_to_fp16=False)
@@ -149,24 +170,24 @@ class OutputMatchSpec(ModelSpec):
         return {"output_cosine": float(np.mean(cosines)), "output_max_abs_err": max_err, "n": n}
 
 
-def _interp_matrix(size: int, coarse: int) -> np.ndarray:
-    """(size x coarse) matrix that linearly interpolates a coarse 1-D signal up to ``size`` samples."""
+def _upsample(x: np.ndarray, size: int, axis: int) -> np.ndarray:
+    """Linear interpolation of x along ``axis`` up to ``size`` samples (gathers and blends only: no BLAS call,
+    see quiet_ovc_telemetry for why that matters here)."""
+    coarse = x.shape[axis]
     pos = np.linspace(0, coarse - 1, size)
     lo = np.minimum(np.floor(pos).astype(int), coarse - 2)
-    frac = pos - lo
-    mat = np.zeros((size, coarse), np.float32)
-    mat[np.arange(size), lo] = 1 - frac
-    mat[np.arange(size), lo + 1] = frac
-    return mat
+    shape = [1] * x.ndim
+    shape[axis] = size
+    frac = (pos - lo).astype(np.float32).reshape(shape)
+    return np.take(x, lo, axis=axis) * (1 - frac) + np.take(x, lo + 1, axis=axis) * frac
 
 
 def smooth_noise(rng: np.random.Generator, shape: Sequence[int], low: float = -2.0, high: float = 2.0) -> np.ndarray:
     """Image-like random input: coarse noise interpolated up (smooth blobs) plus a little fine noise, clipped to
     [low, high]. Numpy only."""
     *lead, h, w = shape
-    ch, cw = max(2, h // 8), max(2, w // 8)
-    mh, mw = _interp_matrix(h, ch), _interp_matrix(w, cw)
-    coarse = rng.standard_normal((int(np.prod(lead)) if lead else 1, ch, cw)).astype(np.float32)
-    out = mh @ coarse @ mw.T + 0.15 * rng.standard_normal((coarse.shape[0], h, w)).astype(np.float32)
+    coarse = rng.standard_normal((int(np.prod(lead)) if lead else 1, max(2, h // 8), max(2, w // 8)))
+    out = _upsample(_upsample(coarse.astype(np.float32), h, 1), w, 2)
+    out = out + 0.15 * rng.standard_normal(out.shape).astype(np.float32)
     out = np.clip(out * (high - low) / 4 + (high + low) / 2, low, high)
     return out.reshape(shape).astype(np.float32)

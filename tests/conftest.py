@@ -5,3 +5,6 @@ HERE = os.path.dirname(__file__)
 sys.path.insert(0, HERE)                      # builders
 sys.path.insert(0, os.path.dirname(HERE))     # the models/ zoo
 os.environ.setdefault("OVPTQ_PROGRESS", "0")
+# OpenVINO's telemetry forks a process from a worker thread on import and on convert_model; a fork while numpy's
+# BLAS threads are busy can deadlock. CI=true is the variable that turns the telemetry off.
+os.environ.setdefault("CI", "true")
