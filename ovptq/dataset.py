@@ -6,6 +6,7 @@ keyed by input name. Arrays may be numpy arrays, `ov.Tensor`s, torch tensors or 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,14 @@ class Dataset:
             raise ParameterError(f"Dataset transform_fn must be callable or None, not {type(transform_fn).__name__}.")
         self._source = data_source
         self._transform = transform_fn
+
+    def reiterable(self) -> bool:
+        """False for one-shot sources (generators, iterators), which a second pass cannot read again."""
+        return iter(self._source) is not self._source
+
+    def first_items_in_memory(self, count: int) -> "Dataset":
+        """A re-iterable Dataset holding the first `count` raw items (for sources that can be read only once)."""
+        return Dataset(list(itertools.islice(iter(self._source), count)), self._transform)
 
     def get_length(self) -> int | None:
         return len(self._source) if hasattr(self._source, "__len__") else None

@@ -80,6 +80,8 @@ class AdvancedQuantizationParameters:
     weights_range_estimator: MINMAX (per-channel abs-max) or MEAN_QUANTILE (per-channel |w| quantile 1-q).
     quantile_outlier_prob: q of the quantile estimators.
     disable_bias_correction: skip the bias correction step.
+    bias_correction_threshold: a bias shift is applied to an output channel when |shift| <= threshold x the mean
+        |value| of that FP32 output channel (None: 0.5 for fast correction, 1.0 for full correction).
     inference_requests: parallel requests of the statistics pass (None: what the CPU plugin finds optimal).
     show_progress: progress bars (None: only when stderr is a terminal and OVPTQ_PROGRESS is not "0").
     """
@@ -90,6 +92,7 @@ class AdvancedQuantizationParameters:
     weights_range_estimator: RangeEstimator | str = RangeEstimator.MINMAX
     quantile_outlier_prob: float = 1e-4
     disable_bias_correction: bool = False
+    bias_correction_threshold: float | None = None
     inference_requests: int | None = None
     show_progress: bool | None = None
 
@@ -110,6 +113,11 @@ class AdvancedQuantizationParameters:
                 not isinstance(self.inference_requests, int) or self.inference_requests < 1):
             raise ParameterError(f"advanced_parameters.inference_requests={self.inference_requests!r} must be a "
                                  "positive integer or None.")
+        if self.bias_correction_threshold is not None and (
+                isinstance(self.bias_correction_threshold, bool)
+                or not isinstance(self.bias_correction_threshold, float | int) or self.bias_correction_threshold < 0):
+            raise ParameterError(f"advanced_parameters.bias_correction_threshold={self.bias_correction_threshold!r} "
+                                 "must be a non-negative number or None.")
         for name in ("quantize_outputs", "disable_bias_correction"):
             if not isinstance(getattr(self, name), bool):
                 raise ParameterError(f"advanced_parameters.{name} must be True or False, "
@@ -119,6 +127,7 @@ class AdvancedQuantizationParameters:
             activations_range_estimator=activations, weights_range_estimator=weights,
             quantile_outlier_prob=float(self.quantile_outlier_prob),
             disable_bias_correction=self.disable_bias_correction,
+            bias_correction_threshold=self.bias_correction_threshold,
             inference_requests=self.inference_requests, show_progress=self.show_progress)
 
     def as_dict(self) -> dict[str, str]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
 
 import openvino as ov
 
-from ovptq import __version__
+from ovptq import __version__, bias_correction
 from ovptq.calibrate import activation_params, statistics_requests
 from ovptq.dataset import Dataset
 from ovptq.errors import ModelError, ParameterError
@@ -94,24 +95,53 @@ def quantize(model: ov.Model | str | Path, calibration_dataset: Dataset, *,
         return working
     log.info("Placement: %d activation and %d weight quantizers.", len(plan.activations), len(plan.weights))
 
+    layers = [] if advanced.disable_bias_correction else bias_correction.find_layers(graph, plan)
+    if layers and not fast_bias_correction and not calibration_dataset.reiterable():
+        log.info("Full bias correction reads the data again: keeping the first %d items in memory.", subset_size)
+        calibration_dataset = calibration_dataset.first_items_in_memory(subset_size)
+
     requests = statistics_requests(plan, advanced.activations_range_estimator, advanced.quantile_outlier_prob)
-    statistics, samples = collect_statistics(working, list(dict.fromkeys(requests.values())), calibration_dataset,
-                                             subset_size, advanced.inference_requests, advanced.show_progress, core)
+    all_requests = list(dict.fromkeys(requests.values())) + bias_correction.statistics_requests(graph, layers)
+    statistics, samples = collect_statistics(working, all_requests, calibration_dataset, subset_size,
+                                             advanced.inference_requests, advanced.show_progress, core)
     by_name = {name: statistics[request] for name, request in requests.items()}
     params = activation_params(plan, by_name, advanced.activations_range_estimator)
 
-    compress_weights(graph, plan, advanced.weights_range_estimator, advanced.quantile_outlier_prob)
+    fp32_model = working.clone() if layers and not fast_bias_correction else None
+    weights = compress_weights(graph, plan, advanced.weights_range_estimator, advanced.quantile_outlier_prob)
     insert_activation_quantizers(graph, plan, params)
+    corrections = _correct_biases(fp32_model, graph, plan, layers, weights, statistics, calibration_dataset,
+                                  subset_size, advanced, core)
     working.validate_nodes_and_infer_types()
     _record(working, plan, samples, preset, target_device, subset_size, fast_bias_correction, model_type,
-            ignored_scope, advanced)
+            ignored_scope, advanced, corrections)
     log.info("Quantized %d activations and %d weights with %d calibration samples in %.1f s.",
              len(plan.activations), len(plan.weights), samples, time.perf_counter() - started)
     return working
 
 
+def _correct_biases(fp32_model, graph, plan, layers, weights, statistics, dataset, subset_size, advanced, core):
+    """Fast correction, then, when `fp32_model` is given (fast_bias_correction=False), the full one."""
+    if not layers:
+        return []
+    fast = fp32_model is None
+    biases = bias_correction.Biases(graph, layers)
+    records = bias_correction.fast_correction(graph, layers, weights, statistics, biases,
+                                              advanced.bias_correction_threshold)
+    if not fast:
+        dequantized = {w.node: (w.port, weights[w.node][1]) for w in plan.weights}
+        records = bias_correction.full_correction(
+            fp32_model, graph, layers, statistics, biases, dequantized, dataset,
+            bias_correction.full_subset_size(subset_size),
+            advanced.bias_correction_threshold, inference_requests=advanced.inference_requests,
+            show_progress=advanced.show_progress, core=core, fast_records=records)
+    applied = sum(r.applied_channels > 0 for r in records)
+    log.info("Bias correction (%s): %d of %d layers corrected.", "fast" if fast else "full", applied, len(records))
+    return records
+
+
 def _record(model: ov.Model, plan: QuantizationPlan, samples: int, preset, target_device, subset_size,
-            fast_bias_correction, model_type, ignored_scope, advanced) -> None:
+            fast_bias_correction, model_type, ignored_scope, advanced, corrections) -> None:
     values = {"version": __version__, "quantization/preset": preset, "quantization/target_device": target_device,
               "quantization/subset_size": subset_size, "quantization/samples_used": samples,
               "quantization/fast_bias_correction": fast_bias_correction,
@@ -122,4 +152,5 @@ def _record(model: ov.Model, plan: QuantizationPlan, samples: int, preset, targe
         values["quantization/ignored_scope"] = repr(ignored_scope)
     for key, value in advanced.as_dict().items():
         values[f"quantization/advanced_parameters/{key}"] = value
+    values["bias_correction"] = json.dumps([c.as_dict() for c in corrections])
     write_rt_info(model, values)

@@ -167,3 +167,27 @@ def deconvolution_block() -> ov.Model:
     w = (_rng(3).standard_normal((8, 4, 2, 2)) * 0.2).astype(np.float32)  # [C_in, C_out, k, k]
     d = ops.convolution_backprop_data(r, ops.constant(w, name="deconv/weight"), [2, 2], name="deconv")
     return model(ops.relu(d, name="relu2"), x)
+
+
+def bias_correction_block(bias: bool = True) -> ov.Model:
+    """input -> conv 3x3 stride 2 -> relu -> depthwise 3x3 -> relu -> reshape -> matmul; biases all zero or none.
+
+    The input has a large positive mean, so int8 weight errors shift the output means."""
+    x = ops.parameter([1, 4, 9, 9], np.float32, name="input")
+    rng = _rng(7)
+    w1 = ops.constant((rng.standard_normal((6, 4, 3, 3)) * 0.3).astype(np.float32), name="conv/weight")
+    y = ops.convolution(x, w1, [2, 2], [1, 1], [1, 1], [1, 1], name="conv")
+    if bias:
+        y = ops.add(y, ops.constant(np.zeros((1, 6, 1, 1), np.float32), name="conv/bias_value"), name="conv/bias")
+    y = ops.relu(y, name="relu1")
+    w2 = ops.constant((rng.standard_normal((6, 1, 1, 3, 3)) * 0.3).astype(np.float32), name="depthwise/weight")
+    y = ops.group_convolution(y, w2, [1, 1], [1, 1], [1, 1], [1, 1], name="depthwise")
+    if bias:
+        y = ops.add(y, ops.constant(np.zeros((1, 6, 1, 1), np.float32)), name="depthwise/bias")
+    y = ops.relu(y, name="relu2")
+    flat = ops.reshape(y, ops.constant(np.array([1, -1], np.int64)), False, name="flatten")
+    w3 = ops.constant((rng.standard_normal((6 * 25, 5)) * 0.1).astype(np.float32), name="fc/weight")
+    out = ops.matmul(flat, w3, False, False, name="fc")
+    if bias:
+        out = ops.add(out, ops.constant(np.zeros(5, np.float32)), name="fc/bias")
+    return model(out, x)

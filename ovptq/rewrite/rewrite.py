@@ -51,12 +51,15 @@ def weight_params(graph: Graph, quantizer: WeightQuantizer, estimator: RangeEsti
     return value, symmetric_weight(absmax, quantizer.half_range)
 
 
-def compress_weights(graph: Graph, plan: QuantizationPlan, estimator: RangeEstimator, quantile: float) -> int:
-    """Replace each planned weight by int8 values and a per-channel scale; return how many were replaced.
+def compress_weights(graph: Graph, plan: QuantizationPlan, estimator: RangeEstimator,
+                     quantile: float) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Replace each planned weight by int8 values and a per-channel scale.
 
+    Returns, per weighted op, its float weight and the dequantized int8 weight (int8 * scale) it now computes with.
     Ops that share one weight path share the int8 constant too.
     """
-    shared: dict[tuple, ov.Output] = {}
+    shared: dict[tuple, tuple[ov.Output, np.ndarray, np.ndarray]] = {}
+    weights = {}
     for quantizer in plan.weights:
         target = graph.op(quantizer.node).input(quantizer.port)
         source = target.get_source_output()
@@ -71,9 +74,12 @@ def compress_weights(graph: Graph, plan: QuantizationPlan, estimator: RangeEstim
             convert = ops.convert(int8, element_type, name=f"{name}/convert")
             dtype = element_type.to_dtype() if element_type != ov.Type.bf16 else np.float32
             scale_constant = ops.constant(scale.astype(dtype), name=f"{name}/scale")
-            shared[key] = ops.multiply(convert, scale_constant, name=name).output(0)
-        target.replace_source_output(shared[key])
-    return len(plan.weights)
+            output = ops.multiply(convert, scale_constant, name=name).output(0)
+            shared[key] = (output, value, integers.astype(np.float32) * scale)
+        output, value, dequantized = shared[key]
+        target.replace_source_output(output)
+        weights[quantizer.node] = (value, dequantized)
+    return weights
 
 
 def write_rt_info(model: ov.Model, values: dict[str, object]) -> None:

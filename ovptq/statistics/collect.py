@@ -33,6 +33,27 @@ class TensorRequest:
     quantile: float | None = None   # also the mean per-sample q and 1-q quantiles
 
 
+@dataclass(frozen=True)
+class MeanRequest:
+    """The mean over samples of a linear reduction of output `port` of `producer`.
+
+    kind "channel": mean over every axis but 1, shape [C]; "channel_abs": the same of |x|;
+    "last": mean over every axis but the last, shape [K] (the input of a MatMul); "last_abs": the same of |x|;
+    "taps": for the input of a convolution with the given geometry, the mean of the input values that each kernel
+    tap sees over all output positions (zero padding included), shape [C, *kernel]. For any kernel V of that
+    convolution, sum(V[o] * taps) is then exactly the mean of output channel o of conv(x, V).
+    """
+
+    producer: str
+    port: int
+    kind: str
+    kernel: tuple[int, ...] = ()
+    strides: tuple[int, ...] = ()
+    dilations: tuple[int, ...] = ()
+    pads_begin: tuple[int, ...] = ()
+    pads_end: tuple[int, ...] = ()
+
+
 @dataclass
 class TensorStatistics:
     """Aggregates over samples. Per-channel statistics are arrays of shape [C]; per-tensor ones are scalars."""
@@ -110,9 +131,13 @@ class StatisticsModel:
         self.results: list = []
         self.groups: list[_OutputGroup] = []
         self.raw_outputs: dict[TensorRequest, int] = {}
+        self.mean_outputs: dict[MeanRequest, int] = {}
         stacked = _OutputGroup([], stacked=True)
         stacked_reductions: dict[str, list] = {"min": [], "max": []}
-        for request in requests:
+        for request in [r for r in requests if isinstance(r, MeanRequest)]:
+            output = _float_output(by_name[request.producer].output(request.port), request)
+            self.mean_outputs[request] = self._add(_mean_reduction(output, request))
+        for request in [r for r in requests if isinstance(r, TensorRequest)]:
             output = _float_output(by_name[request.producer].output(request.port), request)
             rank = output.get_partial_shape().rank.get_length()
             per_channel = request.per_channel and rank >= 2
@@ -153,7 +178,48 @@ def _reduce(output: ov.Output, rank: int, per_channel: bool, reduce) -> ov.Outpu
     return output
 
 
-def _float_output(output: ov.Output, request: TensorRequest) -> ov.Output:
+def _mean_reduction(output: ov.Output, request: MeanRequest) -> ov.Output:
+    """Per-sample [N, ...] reduction of `output` for a MeanRequest (see its docstring)."""
+    shape = output.get_partial_shape()
+    rank = shape.rank.get_length()
+    if request.kind in ("channel_abs", "last_abs"):
+        output = ops.abs(output).output(0)
+    if request.kind in ("channel", "channel_abs"):
+        axes = np.arange(2, rank, dtype=np.int64)
+        return ops.reduce_mean(output, axes, False).output(0) if axes.size else output
+    if request.kind in ("last", "last_abs"):
+        axes = np.arange(1, rank - 1, dtype=np.int64)
+        return ops.reduce_mean(output, axes, False).output(0) if axes.size else output
+    if request.kind == "taps":
+        return _tap_means(output, request)
+    raise ValueError(f"unknown mean kind {request.kind!r}")
+
+
+def _tap_means(x: ov.Output, request: MeanRequest) -> ov.Output:
+    """[N, C, *kernel]: for each tap, the mean over output positions of the (zero-padded) input it reads.
+
+    Tap t of a convolution reads x_pad[t * dilation + p * stride] for output positions p. Averaging that over p is
+    a convolution of x_pad with a box of ones of the output's size, dilated by the stride and strided by the
+    dilation: one depthwise GroupConvolution, as cheap as a depthwise layer.
+    """
+    shape = x.get_partial_shape()
+    spatial = [shape[i].get_length() for i in range(2, shape.rank.get_length())]
+    channels = shape[1].get_length()
+    if all(k == 1 for k in request.kernel) and all(s == 1 for s in request.strides) and not any(
+            request.pads_begin) and not any(request.pads_end):
+        mean = ops.reduce_mean(x, np.arange(2, 2 + len(spatial), dtype=np.int64), True)
+        return mean.output(0)
+    outputs = [(size + b + e - d * (k - 1) - 1) // s + 1 for size, b, e, d, k, s in zip(
+        spatial, request.pads_begin, request.pads_end, request.dilations, request.kernel, request.strides)]
+    box = np.full([channels, 1, 1, *outputs], 1.0 / float(np.prod(outputs)), np.float32)
+    taps = ops.group_convolution(x, ops.constant(box), list(request.dilations), list(request.pads_begin),
+                                 list(request.pads_end), list(request.strides))
+    ends = np.array([np.iinfo(np.int64).max, np.iinfo(np.int64).max, *request.kernel], np.int64)
+    begins = np.zeros(len(ends), np.int64)
+    return ops.strided_slice(taps, begins, ends, np.ones(len(ends), np.int64), [], []).output(0)
+
+
+def _float_output(output: ov.Output, request) -> ov.Output:
     if output.get_partial_shape().rank.is_dynamic:
         raise UnsupportedModelError(f"Output {request.port} of '{request.producer}' has a dynamic rank; ovptq needs "
                                     "tensors of known rank. Reshape the model to a static rank (model.reshape) "
@@ -171,10 +237,13 @@ def _static_batch(model: ov.Model) -> int | None:
     return firsts.pop() if len(firsts) == 1 else None
 
 
-def collect_statistics(model: ov.Model, requests: list[TensorRequest], dataset: Dataset, subset_size: int,
+def collect_statistics(model: ov.Model, requests: list, dataset: Dataset, subset_size: int,
                        inference_requests: int | None = None, show_progress: bool | None = None,
-                       core: ov.Core | None = None) -> tuple[dict[TensorRequest, TensorStatistics], int]:
-    """Run up to `subset_size` dataset items; return statistics per request and the number of samples seen."""
+                       core: ov.Core | None = None) -> tuple[dict, int]:
+    """Run up to `subset_size` dataset items; return statistics per request and the number of samples seen.
+
+    A TensorRequest gets TensorStatistics; a MeanRequest gets its mean array (float64).
+    """
     stats_model = StatisticsModel(model, requests)
     core = core or ov.Core()
     config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "THROUGHPUT"}
@@ -185,6 +254,7 @@ def collect_statistics(model: ov.Model, requests: list[TensorRequest], dataset: 
     jobs = inference_requests or compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
     aggregates = [_Aggregate() for _ in stats_model.groups]
     quantile_aggregates = {request: _Aggregate() for request in stats_model.raw_outputs}
+    mean_aggregates = {request: _Aggregate() for request in stats_model.mean_outputs}
 
     lock = threading.Lock()
     done: dict[int, tuple[int, int, list[np.ndarray] | BaseException]] = {}
@@ -208,7 +278,7 @@ def collect_statistics(model: ov.Model, requests: list[TensorRequest], dataset: 
                 item_index, samples, outputs = done.pop(next_to_fold)
             if isinstance(outputs, BaseException):
                 raise StatisticsError(f"Inference failed on dataset item {item_index}: {outputs}") from outputs
-            _fold(stats_model, aggregates, quantile_aggregates, outputs, samples)
+            _fold(stats_model, aggregates, quantile_aggregates, mean_aggregates, outputs, samples)
             next_to_fold += 1
 
     queue = ov.AsyncInferQueue(compiled, jobs)
@@ -241,11 +311,21 @@ def collect_statistics(model: ov.Model, requests: list[TensorRequest], dataset: 
     if length is None and items < subset_size or length is not None and length < subset_size:
         log.warning("The dataset has %d items, fewer than subset_size=%d: all of them were used.", items,
                     subset_size)
-    return _results(stats_model, aggregates, quantile_aggregates), total_samples
+    results: dict = _results(stats_model, aggregates, quantile_aggregates)
+    for request, aggregate in mean_aggregates.items():
+        results[request] = aggregate.sums["mean"] / aggregate.samples
+    return results, total_samples
 
 
 def _fold(stats_model: StatisticsModel, aggregates: list[_Aggregate], quantile_aggregates: dict,
-          outputs: list[np.ndarray], samples: int) -> None:
+          mean_aggregates: dict, outputs: list[np.ndarray], samples: int) -> None:
+    for request, aggregate in mean_aggregates.items():
+        values = _per_sample(outputs[stats_model.mean_outputs[request]], samples, np.mean)
+        if not np.all(np.isfinite(values)):
+            raise StatisticsError(f"Output {request.port} of '{request.producer}' holds NaN or Inf on the "
+                                  "calibration data. Check the data or keep this node in float with IgnoredScope.")
+        aggregate.add("mean", values)
+        aggregate.samples += samples
     for group, aggregate in zip(stats_model.groups, aggregates):
         mins = _per_sample(outputs[group.min_output], samples, np.min)
         maxs = _per_sample(outputs[group.max_output], samples, np.max)

@@ -1,0 +1,120 @@
+"""Bias correction after quantization: fast (exact weight-error shift from the one statistics pass) and full
+(fixed-point passes of the quantized model). See `correct.py` for the math."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import openvino as ov
+
+from ovptq.bias_correction.correct import (FAST_THRESHOLD, FULL_THRESHOLD, Biases, Correction, accept,
+                                           weight_error_shift)
+from ovptq.bias_correction.layers import Layer, find_layers
+from ovptq.dataset import Dataset
+from ovptq.graph.graph import Graph
+from ovptq.bias_correction.probe import BiasProbe
+from ovptq.progress import progress
+from ovptq.statistics.collect import MeanRequest
+
+log = logging.getLogger("ovptq")
+
+__all__ = ["Biases", "Correction", "Layer", "find_layers", "statistics_requests", "fast_correction", "full_correction",
+           "full_subset_size"]
+
+
+def statistics_requests(graph: Graph, layers: list[Layer]) -> list[MeanRequest]:
+    """What the correction needs from the FP32 statistics pass: input taps, output mean and mean |y|."""
+    requests = []
+    for layer in layers:
+        requests.append(layer.input_request(graph))
+        requests.extend(layer.output_requests())
+    return list(dict.fromkeys(requests))
+
+
+def _scale(stats: dict, layer: Layer) -> np.ndarray:
+    """Mean |y| of each FP32 output channel."""
+    return stats[layer.output_requests()[1]]
+
+
+def fast_correction(graph: Graph, layers: list[Layer], weights: dict[str, tuple[np.ndarray, np.ndarray]],
+                    stats: dict, biases: Biases, threshold: float | None = None) -> list[Correction]:
+    """Correct each layer's bias by the exact mean error of its int8 weights on the calibration data."""
+    threshold = FAST_THRESHOLD if threshold is None else threshold
+    records = []
+    for layer in layers:
+        weight, dequantized = weights[layer.node]
+        shift = weight_error_shift(graph, layer, weight, dequantized, stats[layer.input_request(graph)])
+        applied, record = accept(layer, shift, _scale(stats, layer), threshold, "fast", biases.has_bias(layer))
+        biases.add(layer, applied)
+        records.append(record)
+    return records
+
+
+def full_subset_size(subset_size: int) -> int:
+    """Items the full correction runs through the quantized model per stage (a fifth of the subset, as the peer)."""
+    return max(1, int(0.2 * subset_size))
+
+
+def full_correction(fp32_model: ov.Model, graph: Graph, layers: list[Layer], stats: dict, biases: Biases,
+                    dequantized_weights: dict[str, tuple[int, np.ndarray]], dataset: Dataset, subset_size: int,
+                    threshold: float | None = None,
+                    inference_requests: int | None = None, show_progress: bool | None = None,
+                    core: ov.Core | None = None, fast_records: list[Correction] = ()) -> list[Correction]:
+    """Layer by layer in topological stages, move each bias by (FP32 mean - quantized mean) of its output.
+
+    Both means are taken on the same first `subset_size` items; `fp32_model` is the model before quantization and
+    `dequantized_weights` maps each weighted op to (weight port, int8 weight x scale).
+    """
+    threshold = FULL_THRESHOLD if threshold is None else threshold
+    fast_records = {record.layer: record for record in fast_records}
+    fp32_probe = BiasProbe(fp32_model, layers, biases.holder_names(), core)
+    items = fp32_probe.bind(dataset, subset_size)
+    fp32_means = fp32_probe.means(items, biases.original, inference_requests=inference_requests)
+    probe = BiasProbe(fp32_model, layers, biases.holder_names(), core, dequantized_weights)
+    totals = {layer.node: np.zeros(layer.output_channels) for layer in layers}
+    records: dict[str, Correction] = {}
+    had_bias = {layer.node for layer in layers if biases.has_bias(layer)}
+    values = {layer.node: biases.values[layer.node].copy() for layer in layers}
+    stages = topological_stages(graph, layers)
+    bar = progress(total=len(stages), desc="Bias correction", unit="stage", enabled=show_progress)
+    for stage in stages:
+        means = probe.means(items, values, stage, inference_requests)
+        for layer in stage:
+            if _positions(graph, layer) == 1:
+                records[layer.node] = fast_records.get(layer.node) or Correction(
+                    layer.node, "fast", 0.0, 0.0, 0, 0, False, "")
+                records[layer.node].reason += (" (full correction not applied: one output position per sample, "
+                                               f"{len(items)} samples are too few to estimate a mean shift)")
+                continue
+            differences = fp32_means[layer.node] - means[layer.node]  # paired: same samples
+            shift = differences.mean(axis=0)
+            error = differences.std(axis=0, ddof=1) / np.sqrt(len(differences)) if len(differences) > 1 else None
+            applied, records[layer.node] = accept(layer, shift, _scale(stats, layer), threshold, "full",
+                                                  layer.node in had_bias, error)
+            values[layer.node] = values[layer.node] + applied
+            totals[layer.node] += applied
+        bar.update(1)
+    bar.close()
+    for layer in layers:
+        biases.add(layer, totals[layer.node])
+        records[layer.node].created_bias = layer.node not in had_bias and biases.has_bias(layer)
+    return [records[layer.node] for layer in layers]
+
+
+def _positions(graph: Graph, layer: Layer) -> int:
+    """Output positions per sample and channel (spatial size, or sequence length for a MatMul)."""
+    shape = graph.op(layer.node).get_output_partial_shape(0)
+    dims = [shape[i] for i in range(1, shape.rank.get_length()) if i != layer.channel_axis % shape.rank.get_length()]
+    return int(np.prod([d.get_length() if d.is_static else 2 for d in dims])) if dims else 1
+
+
+def topological_stages(graph: Graph, layers: list[Layer]) -> list[list[Layer]]:
+    """Layers grouped by depth: a layer's stage comes after the stages of every layer upstream of it."""
+    by_node = {layer.node: layer for layer in layers}
+    depth: dict[str, int] = {}
+    for node in graph.order:
+        upstream = max((depth[p] for p in graph.nx.predecessors(node) if p in depth), default=0)
+        depth[node] = upstream + (1 if node in by_node else 0)
+    count = max((depth[n] for n in by_node), default=0)
+    return [[by_node[n] for n in graph.order if n in by_node and depth[n] == d] for d in range(1, count + 1)]

@@ -1,0 +1,147 @@
+"""Bias correction: the fast shift equals a direct computation; zero and missing biases; thresholds; full mode."""
+
+import json
+
+import builders
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+import pytest
+
+import ovptq
+from ovptq.bias_correction import find_layers, statistics_requests
+from ovptq.bias_correction.correct import weight_error_shift
+from ovptq.dataset import Dataset
+from ovptq.graph.graph import Graph
+from ovptq.placement.placer import plan_quantizers
+from ovptq.rewrite.rewrite import compress_weights
+from ovptq.statistics.collect import MeanRequest, collect_statistics
+
+SAMPLES = builders.images(6, shape=(1, 4, 9, 9), seed=3, low=0.0, high=2.0)
+
+
+def corrections(model):
+    return {c["layer"]: c for c in json.loads(model.get_rt_info(["ovptq", "bias_correction"]).astype(str))}
+
+
+def output_mean(model, node, weight):
+    """Mean per output channel of `node` (before its bias) with another weight, on SAMPLES, computed by OpenVINO."""
+    clone = model.clone()
+    op = next(o for o in clone.get_ordered_ops() if o.get_friendly_name() == node)
+    op.input(1).replace_source_output(ops.constant(weight).output(0))
+    probe = ov.Model([op.output(0)], clone.get_parameters())
+    channel_axis = 1 if op.get_type_name() != "MatMul" else -1
+    means = []
+    for sample in SAMPLES:
+        out = builders.infer(probe, sample)[0].astype(np.float64)
+        means.append(out.mean(axis=tuple(a for a in range(out.ndim) if a != channel_axis % out.ndim)))
+    return np.mean(means, axis=0)
+
+
+def test_fast_shift_equals_a_direct_computation_for_conv_depthwise_and_matmul():
+    model = builders.bias_correction_block()
+    graph = Graph(model.clone())
+    working = graph.model
+    plan = plan_quantizers(graph, {})
+    layers = find_layers(graph, plan)
+    assert [layer.node for layer in layers] == ["conv", "depthwise", "fc"]
+    stats, _ = collect_statistics(working, statistics_requests(graph, layers), Dataset(SAMPLES), 300)
+    weights = compress_weights(graph, plan, ovptq.RangeEstimator.MINMAX, 0.0)
+    for layer in layers:
+        weight, dequantized = weights[layer.node]
+        shift = weight_error_shift(graph, layer, weight, dequantized, stats[layer.input_request(graph)])
+        direct = output_mean(model, layer.node, weight) - output_mean(model, layer.node, dequantized)
+        np.testing.assert_allclose(shift, direct, rtol=1e-4, atol=1e-6)
+        assert np.abs(direct).max() > 1e-4  # the test would see a wrong shift
+
+
+def test_tap_means_match_numpy_at_padded_borders():
+    x = ops.parameter([1, 2, 5, 5], np.float32, name="input")
+    model = builders.model(ops.relu(x, name="relu"), x)
+    request = MeanRequest("relu", 0, "taps", (3, 3), (2, 2), (1, 1), (1, 1), (0, 0))
+    sample = np.arange(50, dtype=np.float32).reshape(1, 2, 5, 5)
+    stats, _ = collect_statistics(model, [request], Dataset([sample]), 1)
+    padded = np.pad(sample[0], ((0, 0), (1, 0), (1, 0)))
+    expected = np.array([[[padded[c, ky:ky + 4:2, kx:kx + 4:2].mean() for kx in range(3)] for ky in range(3)]
+                         for c in range(2)])
+    np.testing.assert_allclose(stats[request], expected, rtol=1e-6)
+
+
+def quantize(model, **kwargs):
+    return ovptq.quantize(model, ovptq.Dataset(SAMPLES), **kwargs)
+
+
+def bias_constant(model, add_name):
+    add = next(op for op in model.get_ordered_ops() if op.get_friendly_name() == add_name)
+    return add.input(1).get_source_output().get_node().get_data()
+
+
+def test_zero_biases_get_corrected_and_recorded():
+    q = quantize(builders.bias_correction_block())
+    records = corrections(q)
+    assert set(records) == {"conv", "depthwise", "fc"}
+    assert all(r["method"] == "fast" and r["applied_channels"] > 0 and r["reason"] == "applied"
+               for r in records.values())
+    assert np.abs(bias_constant(q, "conv/bias")).max() > 0
+
+
+def test_layer_without_bias_gets_one_when_its_shift_matters():
+    q = quantize(builders.bias_correction_block(bias=False))
+    records = corrections(q)
+    assert all(r["created_bias"] for r in records.values())
+    assert {"conv/bias", "depthwise/bias", "fc/bias"} <= {op.get_friendly_name() for op in q.get_ordered_ops()}
+    assert ovptq.inspect(q).coverage == 1.0
+
+
+def test_untrusted_shift_is_skipped_with_a_reason():
+    advanced = ovptq.AdvancedQuantizationParameters(bias_correction_threshold=1e-9)
+    q = quantize(builders.bias_correction_block(), advanced_parameters=advanced)
+    record = corrections(q)["conv"]
+    assert record["applied_channels"] == 0 and record["skipped_channels"] == 6
+    assert "shift above 1e-09 x mean |output|" in record["reason"]
+    assert np.all(bias_constant(q, "conv/bias") == 0)
+
+
+def test_disable_bias_correction_leaves_biases_alone():
+    advanced = ovptq.AdvancedQuantizationParameters(disable_bias_correction=True)
+    q = quantize(builders.bias_correction_block(), advanced_parameters=advanced)
+    assert corrections(q) == {}
+    assert np.all(bias_constant(q, "conv/bias") == 0)
+
+
+def channel_means_with_int8_weights_only(model, node):
+    """Per-channel mean of `node`'s output on SAMPLES, with the activation FakeQuantizes bypassed."""
+    clone = model.clone()
+    for op in clone.get_ordered_ops():
+        if op.get_type_name() == "FakeQuantize":
+            for target in list(op.output(0).get_target_inputs()):
+                target.replace_source_output(op.input(0).get_source_output())
+    op = next(o for o in clone.get_ordered_ops() if o.get_friendly_name() == node)
+    probe = ov.Model([op.output(0)], clone.get_parameters())
+    return np.mean([builders.infer(probe, s)[0].astype(np.float64).mean(axis=(0, 2, 3)) for s in SAMPLES], axis=0)
+
+
+def test_fast_makes_the_first_layer_exact_and_full_also_compensates_upstream_errors():
+    model = builders.bias_correction_block()
+    fast, full = quantize(model), quantize(model, fast_bias_correction=False)
+    records = corrections(full)
+    reference = channel_means_with_int8_weights_only(model, "conv/bias")
+    scale = np.abs(reference).max()
+    # The first layer sees the FP32 input: the fast shift alone is exact, and full keeps it so.
+    for quantized in (fast, full):
+        assert np.abs(channel_means_with_int8_weights_only(quantized, "conv/bias") - reference).max() < 1e-5 * scale
+    # The depthwise layer also gets the error its input carries from the int8 conv: only full removes it, in the
+    # channels where the shift stands out of the noise of 6 samples.
+    reference = channel_means_with_int8_weights_only(model, "depthwise/bias")
+    fast_error = np.abs(channel_means_with_int8_weights_only(fast, "depthwise/bias") - reference)
+    full_error = np.abs(channel_means_with_int8_weights_only(full, "depthwise/bias") - reference)
+    assert full_error.max() < fast_error.max()
+    assert np.sum(full_error < 1e-6) == records["depthwise"]["applied_channels"] > 0
+    assert records["conv"]["method"] == records["depthwise"]["method"] == "full"
+    assert records["fc"]["method"] == "fast" and "one output position per sample" in records["fc"]["reason"]
+
+
+def test_full_correction_reads_a_generator_dataset_once():
+    q = ovptq.quantize(builders.bias_correction_block(), ovptq.Dataset(s for s in SAMPLES),
+                       fast_bias_correction=False)
+    assert corrections(q)["depthwise"]["method"] == "full"
