@@ -3,6 +3,7 @@
     python -m benchmarks.compare                       # the default model list, subset 300
     python -m benchmarks.compare --quick               # two models, small subset, short speed runs
     python -m benchmarks.compare --models ppocr_cls light_resnet50 --subset-size 300
+    python -m benchmarks.compare --variants nncf_full ovptq_full ovptq_nobc   # bias correction variants too
 
 Both tools quantize the same FP32 IR with the same calibration items, each in its own process (peak RSS is per
 tool); ratios are ovptq / NNCF from the same run. Results go to the terminal and to benchmarks/results/ as JSON
@@ -21,11 +22,11 @@ from pathlib import Path
 
 from benchmarks.benchmark_app import compare as benchmark_compare
 from benchmarks.benchmark_app import cpu_description
-from benchmarks.worker import save_items
+from benchmarks.worker import VARIANTS, save_items
 
 DEFAULT_MODELS = ["light_resnet50", "ppocr_cls", "ppocr_det", "mobilenet_v2", "ppocr_rec"]
 QUICK_MODELS = ["light_resnet50", "ppocr_cls"]
-TOOLS = ["nncf", "ovptq"]
+TOOLS = ["nncf", "ovptq"]  # always run: the defaults of both tools
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -55,7 +56,8 @@ def coverage(xml: str) -> dict:
             "standalone_fq": len(report.standalone_fake_quantize), "int8_names": sorted(report.int8_names())}
 
 
-def measure(name: str, subset_size: int, rounds: int, seconds: int, work: Path) -> dict:
+def measure(name: str, subset_size: int, rounds: int, seconds: int, work: Path,
+            extra_variants: tuple[str, ...] = ()) -> dict:
     from models import get_model
     spec = get_model(name)
     fp32 = spec.xml_path()
@@ -63,7 +65,7 @@ def measure(name: str, subset_size: int, rounds: int, seconds: int, work: Path) 
     out_dir = work / name
     out_dir.mkdir(parents=True, exist_ok=True)
     row: dict = {"model": name, "headline": spec.headline, "subset_size": subset_size, "data_note": spec.data_note}
-    tools = {tool: run_tool(tool, fp32, data, out_dir, subset_size) for tool in TOOLS}
+    tools = {tool: run_tool(tool, fp32, data, out_dir, subset_size) for tool in [*TOOLS, *extra_variants]}
     row["fp32"] = {"metrics": spec.evaluate(str(fp32))}
     for tool, result in tools.items():
         row[tool] = {**result, "metrics": spec.evaluate(result["xml"]), "coverage": coverage(result["xml"])}
@@ -80,6 +82,17 @@ def measure(name: str, subset_size: int, rounds: int, seconds: int, work: Path) 
 
 def _ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}" if b else "-"
+
+
+def variants_table(rows: list[dict]) -> list[str]:
+    """Headline metric and quantize time of every bias-correction variant that was run."""
+    names = [v for v in VARIANTS if any(v in r for r in rows)]
+    lines = ["| model | metric | FP32 | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 3)]
+    for r in rows:
+        h = r["headline"]
+        cells = [f"{r[v]['metrics'][h]:.4f} ({r[v]['quantize_seconds']:.1f} s)" if v in r else "-" for v in names]
+        lines.append(f"| {r['model']} | {h} | {r['fp32']['metrics'][h]:.4f} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def table(rows: list[dict]) -> list[str]:
@@ -102,10 +115,11 @@ def table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def update_readme(markdown: list[str], readme: Path = Path(__file__).parent.parent / "README.md") -> None:
-    """Replace the text between the results markers of README.md with this run's table."""
+def update_readme(markdown: list[str], marker: str = "results",
+                  readme: Path = Path(__file__).parent.parent / "README.md") -> None:
+    """Replace the text between the `marker` markers of README.md with this run's tables."""
     text = readme.read_text()
-    start, end = "<!-- results:start -->", "<!-- results:end -->"
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
     head, rest = text.split(start, 1)
     tail = rest.split(end, 1)[1]
     readme.write_text(f"{head}{start}\n" + "\n".join(markdown) + f"\n{end}{tail}")
@@ -118,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help="benchmark_app rounds (0: skip speed)")
     parser.add_argument("--seconds", type=int, help="duration of each benchmark_app run")
     parser.add_argument("--quick", action="store_true", help="two models, subset 50, one short speed round")
+    parser.add_argument("--variants", nargs="*", default=[], choices=VARIANTS[2:],
+                        help="also run these (full / no bias correction); their table shows metric and time")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--update-readme", action="store_true", help="write the table into README.md")
     args = parser.parse_args(argv)
@@ -130,15 +146,18 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in models:
         print(f"== {name}", flush=True)
-        rows.append(measure(name, subset, rounds, seconds, args.out / "irs"))
+        rows.append(measure(name, subset, rounds, seconds, args.out / "irs", tuple(args.variants)))
         print("\n".join(table(rows[-1:])), flush=True)
     command = "python -m benchmarks.compare " + " ".join(argv if argv is not None else sys.argv[1:])
     summary = {"machine": cpu_description(), "command": command.strip(), "minutes": (time.time() - started) / 60,
                "rows": rows}
-    (args.out / "compare.json").write_text(json.dumps(summary, indent=1))
+    stem = args.out / "compare"
+    (stem.with_suffix(".json")).write_text(json.dumps(summary, indent=1))
     markdown = [f"Machine: {summary['machine']}, 2 cores. Command: `{summary['command']}` "
                 f"({summary['minutes']:.0f} min).", "", *table(rows)]
-    (args.out / "compare.md").write_text("\n".join(markdown) + "\n")
+    if args.variants:
+        markdown += ["", "Bias correction variants (headline metric, quantize wall time):", "", *variants_table(rows)]
+    (stem.with_suffix(".md")).write_text("\n".join(markdown) + "\n")
     print("\n".join(markdown))
     if args.update_readme:
         update_readme(markdown)

@@ -1,6 +1,8 @@
 """Quantize one model with one tool, in a process of its own, so peak memory is the tool's own.
 
-    python -m benchmarks.worker {ovptq,nncf} FP32.xml CALIBRATION_DIR OUT.xml REPORT.json [--subset-size N]
+    python -m benchmarks.worker VARIANT FP32.xml CALIBRATION_DIR OUT.xml REPORT.json [--subset-size N]
+
+VARIANT is ovptq or nncf, optionally with _full (full bias correction) or _nobc (no bias correction).
 
 CALIBRATION_DIR holds item_00000.npz, ... (one dataset item each), read lazily while the tool iterates, so the
 data itself does not inflate peak memory. The wall time covers the quantize call only.
@@ -46,28 +48,36 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def quantize(tool: str, model: ov.Model, items: DiskItems, subset_size: int, fast_bias_correction: bool = True):
+# A variant is a tool with its bias correction mode: "fast" (the default of both tools), "full" or "none".
+VARIANTS = ["nncf", "ovptq", "nncf_full", "ovptq_full", "nncf_nobc", "ovptq_nobc"]
+
+
+def quantize(variant: str, model: ov.Model, items: DiskItems, subset_size: int):
+    tool, _, mode = variant.partition("_")
+    fast = mode != "full"
     if tool == "ovptq":
         import ovptq
-        return ovptq.quantize(model, ovptq.Dataset(items), subset_size=subset_size,
-                              fast_bias_correction=fast_bias_correction)
+        advanced = ovptq.AdvancedQuantizationParameters(disable_bias_correction=mode == "nobc")
+        return ovptq.quantize(model, ovptq.Dataset(items), subset_size=subset_size, fast_bias_correction=fast,
+                              advanced_parameters=advanced)
     if tool == "nncf":
         import nncf
-        return nncf.quantize(model, nncf.Dataset(items), subset_size=subset_size,
-                             fast_bias_correction=fast_bias_correction)
-    raise ValueError(f"unknown tool {tool!r}")
+        advanced = nncf.AdvancedQuantizationParameters(disable_bias_correction=mode == "nobc")
+        return nncf.quantize(model, nncf.Dataset(items), subset_size=subset_size, fast_bias_correction=fast,
+                             advanced_parameters=advanced)
+    raise ValueError(f"unknown variant {variant!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("tool", choices=["ovptq", "nncf"])
+    parser.add_argument("variant", choices=VARIANTS)
     parser.add_argument("model")
     parser.add_argument("data")
     parser.add_argument("out")
     parser.add_argument("report")
     parser.add_argument("--subset-size", type=int, default=300)
     args = parser.parse_args(argv)
-    if args.tool == "ovptq":
+    if args.variant.startswith("ovptq"):
         import ovptq  # noqa: F401  imported before timing, as nncf is by its own import below
     else:
         import nncf  # noqa: F401
@@ -75,11 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     items = DiskItems(args.data)
     rss_before = peak_rss_mb()
     started = time.perf_counter()
-    quantized = quantize(args.tool, model, items, args.subset_size)
+    quantized = quantize(args.variant, model, items, args.subset_size)
     seconds = time.perf_counter() - started
     rss = peak_rss_mb()
     ov.save_model(quantized, args.out, compress_to_fp16=False)
-    Path(args.report).write_text(json.dumps({"tool": args.tool, "quantize_seconds": seconds, "peak_rss_mb": rss,
+    Path(args.report).write_text(json.dumps({"variant": args.variant, "quantize_seconds": seconds, "peak_rss_mb": rss,
                                              "rss_before_quantize_mb": rss_before}))
     return 0
 
