@@ -14,17 +14,24 @@ from collections import defaultdict
 
 import numpy as np
 
+from ovptq.graph.graph import Graph
+from ovptq.graph.values import is_non_negative
 from ovptq.parameters import RangeEstimator
 from ovptq.placement.plan import ActivationQuantizer, QuantizationPlan
 from ovptq.ranges import ACTIVATION_LEVELS, FQParams, asymmetric_activation, symmetric_activation
 from ovptq.statistics.collect import TensorRequest, TensorStatistics
 
 
-def statistics_requests(plan: QuantizationPlan, estimator: RangeEstimator | None,
-                        quantile: float) -> dict[str, TensorRequest]:
-    """The statistics each activation quantizer needs, keyed by quantizer name."""
+def statistics_requests(plan: QuantizationPlan, estimator: RangeEstimator | None, quantile: float,
+                        graph: Graph | None = None) -> dict[str, TensorRequest]:
+    """The statistics each activation quantizer needs, keyed by quantizer name.
+
+    A tensor known to be >= 0 (`graph` given) needs no minimum: every range contains 0, so a positive minimum would
+    be replaced by 0 anyway.
+    """
     wants_quantile = estimator is RangeEstimator.MEAN_QUANTILE
-    return {q.name: TensorRequest(q.producer, q.port, q.per_channel, quantile if wants_quantile else None)
+    return {q.name: TensorRequest(q.producer, q.port, q.per_channel, quantile if wants_quantile else None,
+                                  graph is not None and not wants_quantile and is_non_negative(graph, q.producer))
             for q in plan.activations}
 
 

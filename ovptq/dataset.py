@@ -6,7 +6,6 @@ keyed by input name. Arrays may be numpy arrays, `ov.Tensor`s, torch tensors or 
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -33,9 +32,23 @@ class Dataset:
         """False for one-shot sources (generators, iterators), which a second pass cannot read again."""
         return iter(self._source) is not self._source
 
-    def first_items_in_memory(self, count: int) -> "Dataset":
-        """A re-iterable Dataset holding the first `count` raw items (for sources that can be read only once)."""
-        return Dataset(list(itertools.islice(iter(self._source), count)), self._transform)
+    def recording(self, count: int) -> tuple["Dataset", list]:
+        """This dataset, keeping a copy of the first `count` raw items as they are read (for one-shot sources).
+
+        Returns the recording dataset and the list that fills up; `Dataset(that_list, transform_fn)` replays them.
+        """
+        kept: list = []
+
+        def source():
+            for index, raw in enumerate(self._source):
+                if index < count:
+                    kept.append(raw)
+                yield raw
+
+        return Dataset(source(), self._transform), kept
+
+    def replay(self, kept: list) -> "Dataset":
+        return Dataset(kept, self._transform)
 
     def get_length(self) -> int | None:
         return len(self._source) if hasattr(self._source, "__len__") else None

@@ -80,8 +80,8 @@ class AdvancedQuantizationParameters:
     weights_range_estimator: MINMAX (per-channel abs-max) or MEAN_QUANTILE (per-channel |w| quantile 1-q).
     quantile_outlier_prob: q of the quantile estimators.
     disable_bias_correction: skip the bias correction step.
-    bias_correction_threshold: a bias shift is applied to an output channel when |shift| <= threshold x the mean
-        |value| of that FP32 output channel (None: 0.5 for fast correction, 1.0 for full correction).
+    bias_correction_threshold: a bias shift is applied to an output channel when |shift| <= threshold x the
+        channel's output scale, sum |W[o]| x the input's mean per-sample max |x| (None: 0.25).
     inference_requests: parallel requests of the statistics pass (None: what the CPU plugin finds optimal).
     show_progress: progress bars (None: only when stderr is a terminal and OVPTQ_PROGRESS is not "0").
     """

@@ -96,21 +96,27 @@ def quantize(model: ov.Model | str | Path, calibration_dataset: Dataset, *,
     log.info("Placement: %d activation and %d weight quantizers.", len(plan.activations), len(plan.weights))
 
     layers = [] if advanced.disable_bias_correction else bias_correction.find_layers(graph, plan)
+    correction_dataset = calibration_dataset
     if layers and not fast_bias_correction and not calibration_dataset.reiterable():
-        log.info("Full bias correction reads the data again: keeping the first %d items in memory.", subset_size)
-        calibration_dataset = calibration_dataset.first_items_in_memory(subset_size)
+        count = bias_correction.full_subset_size(subset_size)
+        log.info("Full bias correction reads its %d items again: keeping them in memory.", count)
+        recording, kept = calibration_dataset.recording(count)
+        calibration_dataset, correction_dataset = recording, calibration_dataset.replay(kept)
 
-    requests = statistics_requests(plan, advanced.activations_range_estimator, advanced.quantile_outlier_prob)
-    all_requests = list(dict.fromkeys(requests.values())) + bias_correction.statistics_requests(graph, layers)
+    requests = statistics_requests(plan, advanced.activations_range_estimator, advanced.quantile_outlier_prob, graph)
+    all_requests = list(dict.fromkeys([*requests.values(),
+                                       *bias_correction.statistics_requests(graph, layers, requests, plan)]))
     statistics, samples = collect_statistics(working, all_requests, calibration_dataset, subset_size,
-                                             advanced.inference_requests, advanced.show_progress, core)
+                                             advanced.inference_requests, advanced.show_progress, core,
+                                             mean_items=bias_correction.full_subset_size(subset_size))
     by_name = {name: statistics[request] for name, request in requests.items()}
     params = activation_params(plan, by_name, advanced.activations_range_estimator)
 
     fp32_model = working.clone() if layers and not fast_bias_correction else None
     weights = compress_weights(graph, plan, advanced.weights_range_estimator, advanced.quantile_outlier_prob)
     insert_activation_quantizers(graph, plan, params)
-    corrections = _correct_biases(fp32_model, graph, plan, layers, weights, statistics, calibration_dataset,
+    scales = bias_correction.output_scales(graph, layers, weights, statistics, requests, plan)
+    corrections = _correct_biases(fp32_model, graph, plan, layers, weights, statistics, scales, correction_dataset,
                                   subset_size, advanced, core)
     working.validate_nodes_and_infer_types()
     _record(working, plan, samples, preset, target_device, subset_size, fast_bias_correction, model_type,
@@ -120,18 +126,19 @@ def quantize(model: ov.Model | str | Path, calibration_dataset: Dataset, *,
     return working
 
 
-def _correct_biases(fp32_model, graph, plan, layers, weights, statistics, dataset, subset_size, advanced, core):
+def _correct_biases(fp32_model, graph, plan, layers, weights, statistics, scales, dataset, subset_size, advanced,
+                    core):
     """Fast correction, then, when `fp32_model` is given (fast_bias_correction=False), the full one."""
     if not layers:
         return []
     fast = fp32_model is None
     biases = bias_correction.Biases(graph, layers)
-    records = bias_correction.fast_correction(graph, layers, weights, statistics, biases,
+    records = bias_correction.fast_correction(graph, layers, weights, statistics, biases, scales,
                                               advanced.bias_correction_threshold)
     if not fast:
         dequantized = {w.node: (w.port, weights[w.node][1]) for w in plan.weights}
         records = bias_correction.full_correction(
-            fp32_model, graph, layers, statistics, biases, dequantized, dataset,
+            fp32_model, graph, layers, scales, biases, dequantized, dataset,
             bias_correction.full_subset_size(subset_size),
             advanced.bias_correction_threshold, inference_requests=advanced.inference_requests,
             show_progress=advanced.show_progress, core=core, fast_records=records)

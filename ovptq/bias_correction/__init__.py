@@ -15,7 +15,9 @@ from ovptq.dataset import Dataset
 from ovptq.graph.graph import Graph
 from ovptq.bias_correction.probe import BiasProbe
 from ovptq.progress import progress
-from ovptq.statistics.collect import MeanRequest
+from ovptq.graph.values import is_non_negative
+from ovptq.placement.plan import QuantizationPlan
+from ovptq.statistics.collect import MeanRequest, TensorRequest
 
 log = logging.getLogger("ovptq")
 
@@ -23,29 +25,61 @@ __all__ = ["Biases", "Correction", "Layer", "find_layers", "statistics_requests"
            "full_subset_size"]
 
 
-def statistics_requests(graph: Graph, layers: list[Layer]) -> list[MeanRequest]:
-    """What the correction needs from the FP32 statistics pass: input taps, output mean and mean |y|."""
+def _input_range_request(graph: Graph, layer: Layer, quantizer_requests: dict[str, TensorRequest],
+                         plan: QuantizationPlan) -> TensorRequest:
+    """The range statistics of the layer's input: its quantizer's when the quantizer sits on that very tensor."""
+    for q in plan.activations:
+        if q.producer == layer.data.node and q.port == layer.data.port:
+            return quantizer_requests[q.name]
+    return TensorRequest(layer.data.node, layer.data.port, non_negative=is_non_negative(graph, layer.data.node))
+
+
+def statistics_requests(graph: Graph, layers: list[Layer], quantizer_requests: dict[str, TensorRequest] | None = None,
+                        plan: QuantizationPlan | None = None) -> list:
+    """What the correction needs from the FP32 statistics pass: the input taps and the input's range."""
     requests = []
     for layer in layers:
         requests.append(layer.input_request(graph))
-        requests.extend(layer.output_requests())
+        requests.append(_input_range_request(graph, layer, quantizer_requests or {}, plan or QuantizationPlan()))
     return list(dict.fromkeys(requests))
 
 
-def _scale(stats: dict, layer: Layer) -> np.ndarray:
-    """Mean |y| of each FP32 output channel."""
-    return stats[layer.output_requests()[1]]
+def output_scales(graph: Graph, layers: list[Layer], weights: dict, stats: dict,
+                  quantizer_requests: dict[str, TensorRequest], plan: QuantizationPlan) -> dict[str, np.ndarray]:
+    """Per layer and output channel, the scale the acceptance rule compares shifts with:
+    sum |W[o]| x the input's mean per-sample max |x|, the largest |y - b| the channel reaches on typical inputs."""
+    scales = {}
+    for layer in layers:
+        weight = weights[layer.node][0]
+        stat = stats[_input_range_request(graph, layer, quantizer_requests, plan)]
+        magnitude = float(np.max(stat.mean_absmax))
+        scales[layer.node] = _weight_l1(graph, layer, weight) * magnitude
+    return scales
+
+
+def _weight_l1(graph: Graph, layer: Layer, weight: np.ndarray) -> np.ndarray:
+    """sum |W| over everything but the output channel, per output channel."""
+    w = np.abs(weight.astype(np.float64))
+    if layer.kind == "matmul":
+        transpose_b = graph.op(layer.node).get_attributes()["transpose_b"]
+        return w.sum(axis=1) if transpose_b else w.sum(axis=0)
+    if layer.kind == "deconv":
+        return w.sum(axis=tuple(a for a in range(w.ndim) if a != 1))
+    if graph.type(layer.node) == "GroupConvolution":
+        return w.reshape(w.shape[0] * w.shape[1], -1).sum(axis=1)
+    return w.reshape(w.shape[0], -1).sum(axis=1)
 
 
 def fast_correction(graph: Graph, layers: list[Layer], weights: dict[str, tuple[np.ndarray, np.ndarray]],
-                    stats: dict, biases: Biases, threshold: float | None = None) -> list[Correction]:
+                    stats: dict, biases: Biases, scales: dict[str, np.ndarray],
+                    threshold: float | None = None) -> list[Correction]:
     """Correct each layer's bias by the exact mean error of its int8 weights on the calibration data."""
     threshold = FAST_THRESHOLD if threshold is None else threshold
     records = []
     for layer in layers:
         weight, dequantized = weights[layer.node]
         shift = weight_error_shift(graph, layer, weight, dequantized, stats[layer.input_request(graph)])
-        applied, record = accept(layer, shift, _scale(stats, layer), threshold, "fast", biases.has_bias(layer))
+        applied, record = accept(layer, shift, scales[layer.node], threshold, "fast", biases.has_bias(layer))
         biases.add(layer, applied)
         records.append(record)
     return records
@@ -56,7 +90,8 @@ def full_subset_size(subset_size: int) -> int:
     return max(1, int(0.2 * subset_size))
 
 
-def full_correction(fp32_model: ov.Model, graph: Graph, layers: list[Layer], stats: dict, biases: Biases,
+def full_correction(fp32_model: ov.Model, graph: Graph, layers: list[Layer], scales: dict[str, np.ndarray],
+                    biases: Biases,
                     dequantized_weights: dict[str, tuple[int, np.ndarray]], dataset: Dataset, subset_size: int,
                     threshold: float | None = None,
                     inference_requests: int | None = None, show_progress: bool | None = None,
@@ -90,7 +125,7 @@ def full_correction(fp32_model: ov.Model, graph: Graph, layers: list[Layer], sta
             differences = fp32_means[layer.node] - means[layer.node]  # paired: same samples
             shift = differences.mean(axis=0)
             error = differences.std(axis=0, ddof=1) / np.sqrt(len(differences)) if len(differences) > 1 else None
-            applied, records[layer.node] = accept(layer, shift, _scale(stats, layer), threshold, "full",
+            applied, records[layer.node] = accept(layer, shift, scales[layer.node], threshold, "full",
                                                   layer.node in had_bias, error)
             values[layer.node] = values[layer.node] + applied
             totals[layer.node] += applied

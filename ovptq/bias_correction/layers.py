@@ -40,17 +40,6 @@ class Layer:
         return MeanRequest(self.data.node, self.data.port, "taps", kernel, tuple(attrs["strides"]),
                            tuple(attrs["dilations"]), tuple(attrs["pads_begin"]), tuple(attrs["pads_end"]))
 
-    def output_port(self) -> Port:
-        """The layer's biased output (the op's own output when it has no bias yet)."""
-        return Port(self.bias, 0) if self.bias else Port(self.node, 0)
-
-    def output_requests(self) -> tuple[MeanRequest, MeanRequest]:
-        """Mean and mean |value| of each output channel: the FP32 target and the scale for the acceptance rule."""
-        port = self.output_port()
-        axis_kind = "channel" if self.channel_axis == 1 else "last"
-        return MeanRequest(port.node, port.port, axis_kind), MeanRequest(port.node, port.port, f"{axis_kind}_abs")
-
-
 def find_layers(graph: Graph, plan: QuantizationPlan) -> list[Layer]:
     """The correctable layers among the plan's weight-quantized ops, in topological order."""
     quantized = {w.node for w in plan.weights}

@@ -17,6 +17,7 @@ import openvino.opset13 as ops
 from ovptq.bias_correction.layers import Layer
 from ovptq.dataset import Dataset, ModelInput, bind_inputs
 from ovptq.errors import DatasetError
+from ovptq.inference import AsyncRunner
 
 
 class BiasProbe:
@@ -77,16 +78,13 @@ class BiasProbe:
                          "ovptq_bias_probe")
         config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "THROUGHPUT"}
         compiled = self.core.compile_model(model, "CPU", config)
-        jobs = inference_requests or compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
-        queue = ov.AsyncInferQueue(compiled, jobs)
-        per_item: list = [None] * len(items)
-
-        def on_done(request, index):
-            per_item[index] = [request.get_output_tensor(i).data.astype(np.float64).reshape(
-                -1, layers[i].output_channels) for i in range(len(layers))]
-
-        queue.set_callback(on_done)
-        for index, item in enumerate(items):
-            queue.start_async(item, userdata=index)
-        queue.wait_all()
+        runner = AsyncRunner(compiled, inference_requests, lambda request: [
+            request.get_output_tensor(i).data.astype(np.float64).reshape(-1, layers[i].output_channels)
+            for i in range(len(layers))])
+        try:
+            for index, item in enumerate(items):
+                runner.start(item, index)
+        finally:
+            runner.finish()
+        per_item = [runner.pop(index) for index in range(len(items))]
         return {layer.node: np.concatenate([values[i] for values in per_item]) for i, layer in enumerate(layers)}

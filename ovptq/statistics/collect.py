@@ -9,7 +9,6 @@ into running aggregates in item order, so memory stays flat and the result does 
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,6 +17,7 @@ import openvino.opset13 as ops
 
 from ovptq.dataset import Dataset, ModelInput, batch_size_of, bind_inputs
 from ovptq.errors import DatasetError, StatisticsError, UnsupportedModelError
+from ovptq.inference import AsyncRunner
 from ovptq.progress import progress
 
 log = logging.getLogger("ovptq")
@@ -31,6 +31,7 @@ class TensorRequest:
     port: int
     per_channel: bool = False
     quantile: float | None = None   # also the mean per-sample q and 1-q quantiles
+    non_negative: bool = False      # known >= 0 (after ReLU, Sigmoid, ...): no ReduceMin, the minimum is 0
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,9 @@ class _OutputGroup:
 class StatisticsModel:
     """The copy of the model with reduction outputs, and how to read them back."""
 
-    def __init__(self, model: ov.Model, requests: list[TensorRequest]):
+    def __init__(self, model: ov.Model, requests: list):
+        """Outputs come in a fixed order: min/max groups, quantile tensors, then means, so a model built from the
+        same TensorRequests plus MeanRequests reads its first outputs exactly like one built without the means."""
         clone = model.clone()
         by_name = {op.get_friendly_name(): op for op in clone.get_ordered_ops()}
         batch = _static_batch(clone)
@@ -132,11 +135,9 @@ class StatisticsModel:
         self.groups: list[_OutputGroup] = []
         self.raw_outputs: dict[TensorRequest, int] = {}
         self.mean_outputs: dict[MeanRequest, int] = {}
-        stacked = _OutputGroup([], stacked=True)
-        stacked_reductions: dict[str, list] = {"min": [], "max": []}
-        for request in [r for r in requests if isinstance(r, MeanRequest)]:
-            output = _float_output(by_name[request.producer].output(request.port), request)
-            self.mean_outputs[request] = self._add(_mean_reduction(output, request))
+        stacked = {False: _OutputGroup([], stacked=True), True: _OutputGroup([], stacked=True)}  # by non_negative
+        stacked_reductions: dict[tuple[bool, str], list] = {(n, k): [] for n in (False, True) for k in ("min", "max")}
+        raw = []
         for request in [r for r in requests if isinstance(r, TensorRequest)]:
             output = _float_output(by_name[request.producer].output(request.port), request)
             rank = output.get_partial_shape().rank.get_length()
@@ -144,22 +145,32 @@ class StatisticsModel:
             first = output.get_partial_shape()[0] if rank else None
             stackable = (batch is not None and not per_channel and first is not None and first.is_static
                          and first.get_length() == batch)
-            reduced = {kind: _reduce(output, rank, per_channel, reduce)
-                       for kind, reduce in (("min", ops.reduce_min), ("max", ops.reduce_max))}
+            kinds = (("max", ops.reduce_max),) if request.non_negative else (("min", ops.reduce_min),
+                                                                             ("max", ops.reduce_max))
+            reduced = {kind: _reduce(output, rank, per_channel, reduce) for kind, reduce in kinds}
             if stackable:
-                stacked.requests.append(request)
+                stacked[request.non_negative].requests.append(request)
                 for kind in reduced:
-                    stacked_reductions[kind].append(ops.unsqueeze(reduced[kind], np.int64(1)).output(0))
+                    stacked_reductions[(request.non_negative, kind)].append(
+                        ops.unsqueeze(reduced[kind], np.int64(1)).output(0))
             else:
                 group = _OutputGroup([request], stacked=False)
-                group.min_output, group.max_output = self._add(reduced["min"]), self._add(reduced["max"])
+                group.min_output = self._add(reduced["min"]) if "min" in reduced else -1
+                group.max_output = self._add(reduced["max"])
                 self.groups.append(group)
             if request.quantile is not None:
-                self.raw_outputs[request] = self._add(output)
-        if stacked.requests:
-            stacked.min_output = self._add(ops.concat(stacked_reductions["min"], 1).output(0))
-            stacked.max_output = self._add(ops.concat(stacked_reductions["max"], 1).output(0))
-            self.groups.append(stacked)
+                raw.append((request, output))
+        for non_negative, group in stacked.items():
+            if group.requests:
+                if not non_negative:
+                    group.min_output = self._add(ops.concat(stacked_reductions[(False, "min")], 1).output(0))
+                group.max_output = self._add(ops.concat(stacked_reductions[(non_negative, "max")], 1).output(0))
+                self.groups.append(group)
+        for request, output in raw:
+            self.raw_outputs[request] = self._add(output)
+        for request in [r for r in requests if isinstance(r, MeanRequest)]:
+            output = _float_output(by_name[request.producer].output(request.port), request)
+            self.mean_outputs[request] = self._add(_mean_reduction(output, request))
         self.model = ov.Model(self.results, clone.get_sinks(), clone.get_parameters(), "ovptq_statistics")
         self.inputs = ModelInput.of(self.model)
 
@@ -239,71 +250,37 @@ def _static_batch(model: ov.Model) -> int | None:
 
 def collect_statistics(model: ov.Model, requests: list, dataset: Dataset, subset_size: int,
                        inference_requests: int | None = None, show_progress: bool | None = None,
-                       core: ov.Core | None = None) -> tuple[dict, int]:
+                       core: ov.Core | None = None, mean_items: int | None = None) -> tuple[dict, int]:
     """Run up to `subset_size` dataset items; return statistics per request and the number of samples seen.
 
-    A TensorRequest gets TensorStatistics; a MeanRequest gets its mean array (float64).
+    A TensorRequest gets TensorStatistics; a MeanRequest gets its mean array (float64). With `mean_items`, the
+    MeanRequests are computed on the first `mean_items` items only (a second compiled model without them serves
+    the rest), which is enough for means over many positions and keeps their cost small.
     """
-    stats_model = StatisticsModel(model, requests)
     core = core or ov.Core()
-    config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "THROUGHPUT"}
-    try:
-        compiled = core.compile_model(stats_model.model, "CPU", config)
-    except RuntimeError as error:
-        raise StatisticsError(f"The CPU plugin could not compile the statistics model: {error}") from error
-    jobs = inference_requests or compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
-    aggregates = [_Aggregate() for _ in stats_model.groups]
-    quantile_aggregates = {request: _Aggregate() for request in stats_model.raw_outputs}
-    mean_aggregates = {request: _Aggregate() for request in stats_model.mean_outputs}
+    tensor_requests = [r for r in requests if isinstance(r, TensorRequest)]
+    full_model = StatisticsModel(model, requests)
+    phases = [(full_model, None)]
+    if full_model.mean_outputs and mean_items is not None and mean_items < subset_size:
+        phases = [(full_model, mean_items), (StatisticsModel(model, tensor_requests), None)]
+    compiled = [_compile(core, stats_model) for stats_model, _ in phases]
 
-    lock = threading.Lock()
-    done: dict[int, tuple[int, int, list[np.ndarray] | BaseException]] = {}
-    next_to_fold = 0
-
-    def on_done(request: ov.InferRequest, userdata) -> None:
-        sequence, item_index, samples = userdata
-        try:
-            outputs = [request.get_output_tensor(i).data.copy() for i in range(len(stats_model.results))]
-        except BaseException as error:  # reported in the main thread
-            outputs = error
-        with lock:
-            done[sequence] = (item_index, samples, outputs)
-
-    def fold_ready() -> None:
-        nonlocal next_to_fold
-        while True:
-            with lock:
-                if next_to_fold not in done:
-                    return
-                item_index, samples, outputs = done.pop(next_to_fold)
-            if isinstance(outputs, BaseException):
-                raise StatisticsError(f"Inference failed on dataset item {item_index}: {outputs}") from outputs
-            _fold(stats_model, aggregates, quantile_aggregates, mean_aggregates, outputs, samples)
-            next_to_fold += 1
-
-    queue = ov.AsyncInferQueue(compiled, jobs)
-    queue.set_callback(on_done)
-    sequence, total_samples, items = 0, 0, 0
+    aggregates = [_Aggregate() for _ in full_model.groups]
+    quantile_aggregates = {request: _Aggregate() for request in full_model.raw_outputs}
+    mean_aggregates = {request: _Aggregate() for request in full_model.mean_outputs}
     length = dataset.get_length()
     bar = progress(total=min(length, subset_size) if length is not None else subset_size,
                    desc="Statistics", unit="item", enabled=show_progress)
+    stream = dataset.items(limit=subset_size)
+    total_samples, items = 0, 0
     try:
-        for index, item in dataset.items(limit=subset_size):
-            for inputs in bind_inputs(item, stats_model.inputs, index):
-                feed = {i: inputs[m.name] for i, m in enumerate(stats_model.inputs)}
-                try:
-                    queue.start_async(feed, userdata=(sequence, index, batch_size_of(inputs)))
-                except RuntimeError as error:
-                    raise DatasetError(f"Dataset item {index} could not be fed to the model: {error}") from error
-                total_samples += batch_size_of(inputs)
-                sequence += 1
-            items += 1
-            bar.update(1)
-            fold_ready()
-        queue.wait_all()
-        fold_ready()
+        for (stats_model, limit), model_compiled in zip(phases, compiled):
+            folding = {"aggregates": aggregates, "quantiles": quantile_aggregates,
+                       "means": mean_aggregates if stats_model.mean_outputs else {}}
+            samples, count = _run_phase(stats_model, model_compiled, stream, limit, folding, inference_requests, bar)
+            total_samples += samples
+            items += count
     finally:
-        queue.wait_all()
         bar.close()
     if items == 0:
         raise DatasetError("The calibration dataset is empty: it yielded no item. Pass a dataset with at least one "
@@ -311,10 +288,62 @@ def collect_statistics(model: ov.Model, requests: list, dataset: Dataset, subset
     if length is None and items < subset_size or length is not None and length < subset_size:
         log.warning("The dataset has %d items, fewer than subset_size=%d: all of them were used.", items,
                     subset_size)
-    results: dict = _results(stats_model, aggregates, quantile_aggregates)
+    results: dict = _results(full_model, aggregates, quantile_aggregates)
     for request, aggregate in mean_aggregates.items():
         results[request] = aggregate.sums["mean"] / aggregate.samples
     return results, total_samples
+
+
+def _compile(core: ov.Core, stats_model: StatisticsModel) -> ov.CompiledModel:
+    config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "THROUGHPUT"}
+    try:
+        return core.compile_model(stats_model.model, "CPU", config)
+    except RuntimeError as error:
+        raise StatisticsError(f"The CPU plugin could not compile the statistics model: {error}") from error
+
+
+def _run_phase(stats_model: StatisticsModel, compiled: ov.CompiledModel, stream, limit: int | None,
+               folding: dict, inference_requests: int | None, bar) -> tuple[int, int]:
+    """Feed up to `limit` items of `stream` (all, if None); fold each result in item order. Returns
+    (samples, items)."""
+    runner = AsyncRunner(compiled, inference_requests,
+                         lambda request: [request.get_output_tensor(i).data.copy()
+                                          for i in range(len(stats_model.results))])
+    pending: list[tuple[int, int, int]] = []  # (sequence, item index, samples) in feeding order
+
+    def fold_ready(block: bool = False) -> None:
+        while pending and (block or runner.ready(pending[0][0])):
+            sequence, item_index, samples = pending.pop(0)
+            try:
+                outputs = runner.pop(sequence)
+            except RuntimeError as error:
+                raise StatisticsError(f"Inference failed on dataset item {item_index}: {error}") from error
+            _fold(stats_model, folding["aggregates"], folding["quantiles"], folding["means"], outputs, samples)
+
+    sequence, total_samples, items = 0, 0, 0
+    try:
+        while limit is None or items < limit:
+            try:
+                index, item = next(stream)
+            except StopIteration:
+                break
+            for inputs in bind_inputs(item, stats_model.inputs, index):
+                feed = {i: inputs[m.name] for i, m in enumerate(stats_model.inputs)}
+                try:
+                    runner.start(feed, sequence)
+                except RuntimeError as error:
+                    raise DatasetError(f"Dataset item {index} could not be fed to the model: {error}") from error
+                pending.append((sequence, index, batch_size_of(inputs)))
+                total_samples += batch_size_of(inputs)
+                sequence += 1
+            items += 1
+            bar.update(1)
+            fold_ready()
+        runner.finish()
+        fold_ready(block=True)
+    finally:
+        runner.finish()
+    return total_samples, items
 
 
 def _fold(stats_model: StatisticsModel, aggregates: list[_Aggregate], quantile_aggregates: dict,
@@ -327,8 +356,9 @@ def _fold(stats_model: StatisticsModel, aggregates: list[_Aggregate], quantile_a
         aggregate.add("mean", values)
         aggregate.samples += samples
     for group, aggregate in zip(stats_model.groups, aggregates):
-        mins = _per_sample(outputs[group.min_output], samples, np.min)
         maxs = _per_sample(outputs[group.max_output], samples, np.max)
+        mins = _per_sample(outputs[group.min_output], samples, np.min) if group.min_output >= 0 else \
+            np.zeros_like(maxs)
         _check_finite(group, mins, maxs)
         aggregate.update(mins, maxs)
     for request, aggregate in quantile_aggregates.items():
