@@ -115,6 +115,19 @@ def table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def write_results(rows: list[dict], command: str, started: float, out: Path, variants: bool) -> list[str]:
+    """Write compare.json and compare.md for the models measured so far; return the Markdown lines."""
+    summary = {"machine": cpu_description(), "command": command, "minutes": (time.time() - started) / 60,
+               "rows": rows}
+    (out / "compare.json").write_text(json.dumps(summary, indent=1))
+    markdown = [f"Machine: {summary['machine']}, 2 cores. Command: `{summary['command']}` "
+                f"({summary['minutes']:.0f} min).", "", *table(rows)]
+    if variants:
+        markdown += ["", "Bias correction variants (headline metric, quantize wall time):", "", *variants_table(rows)]
+    (out / "compare.md").write_text("\n".join(markdown) + "\n")
+    return markdown
+
+
 def update_readme(markdown: list[str], marker: str = "results",
                   readme: Path = Path(__file__).parent.parent / "README.md") -> None:
     """Replace the text between the `marker` markers of README.md with this run's tables."""
@@ -144,20 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     rows = []
+    command = "python -m benchmarks.compare " + " ".join(argv if argv is not None else sys.argv[1:])
     for name in models:
         print(f"== {name}", flush=True)
         rows.append(measure(name, subset, rounds, seconds, args.out / "irs", tuple(args.variants)))
         print("\n".join(table(rows[-1:])), flush=True)
-    command = "python -m benchmarks.compare " + " ".join(argv if argv is not None else sys.argv[1:])
-    summary = {"machine": cpu_description(), "command": command.strip(), "minutes": (time.time() - started) / 60,
-               "rows": rows}
-    stem = args.out / "compare"
-    (stem.with_suffix(".json")).write_text(json.dumps(summary, indent=1))
-    markdown = [f"Machine: {summary['machine']}, 2 cores. Command: `{summary['command']}` "
-                f"({summary['minutes']:.0f} min).", "", *table(rows)]
-    if args.variants:
-        markdown += ["", "Bias correction variants (headline metric, quantize wall time):", "", *variants_table(rows)]
-    (stem.with_suffix(".md")).write_text("\n".join(markdown) + "\n")
+        markdown = write_results(rows, command.strip(), started, args.out, bool(args.variants))  # after each model
     print("\n".join(markdown))
     if args.update_readme:
         update_readme(markdown)

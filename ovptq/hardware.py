@@ -70,7 +70,3 @@ FIRST_LAYER_TYPES = frozenset({"Convolution"})
 # Linear ops whose weights get the overflow fix under OverflowFix.ENABLE.
 OVERFLOW_FIX_TYPES = frozenset({"Convolution", "GroupConvolution", "ConvolutionBackpropData",
                                 "GroupConvolutionBackpropData", "MatMul"})
-
-
-def rule_of(op_type: str) -> OpRule | None:
-    return OP_RULES.get(op_type)

@@ -115,7 +115,3 @@ def fake_quantize(x: np.ndarray, low, high, out_low, out_high, levels: int) -> n
     q = np.round((np.clip(x, low, high) - low) / (high - low) * steps)
     return (q / steps * (out_high - out_low) + out_low).astype(np.float32)
 
-
-def unify(params: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    """One (min, max) for a group of tensors that must share a range: the union of their ranges."""
-    return (np.min([np.min(p[0]) for p in params]), np.max([np.max(p[1]) for p in params]))

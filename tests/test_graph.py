@@ -106,3 +106,17 @@ def test_rewrite_with_an_empty_plan_gives_bit_identical_outputs():
     insert_activation_quantizers(graph, empty, {})
     data = builders.images(1)[0]
     np.testing.assert_array_equal(builders.infer(working, data)[0], builders.infer(original, data)[0])
+
+
+def test_non_negative_outputs_are_recognised_through_precision_preserving_ops():
+    from ovptq.graph.values import is_non_negative
+    x = ops.parameter([1, 4, 8, 8], np.float32, name="x")
+    relu = ops.relu(x, name="relu")
+    pooled = ops.max_pool(relu, [2, 2], [1, 1], [0, 0], [0, 0], [2, 2], name="pool").output(0)
+    relu6 = ops.clamp(x, 0.0, 6.0, name="relu6")
+    signed = ops.clamp(x, -1.0, 1.0, name="signed")
+    cat = ops.concat([relu, relu6], 1, name="cat")
+    mixed = ops.concat([relu, signed], 1, name="mixed")
+    graph = Graph(builders.model([pooled, cat, mixed], x))
+    assert all(is_non_negative(graph, n) for n in ("relu", "pool", "relu6", "cat"))
+    assert not any(is_non_negative(graph, n) for n in ("x", "signed", "mixed"))

@@ -8,7 +8,7 @@ import pytest
 
 from ovptq.dataset import Dataset
 from ovptq.errors import DatasetError, StatisticsError
-from ovptq.statistics.collect import TensorRequest, collect_statistics
+from ovptq.statistics.collect import MeanRequest, TensorRequest, collect_statistics
 
 RELU = TensorRequest("relu1", 0)
 RELU_PER_CHANNEL = TensorRequest("relu1", 0, per_channel=True)
@@ -109,3 +109,24 @@ def test_rank_one_tensor_statistics():
     model = builders.model(ops.relu(x, name="relu1"), x)
     stats, count = collect_statistics(model, [RELU], Dataset([np.array([1, -2, 3, 0.5], np.float32)]), 300)
     assert stats[RELU].global_max == 3.0 and stats[RELU].global_min == 0.0
+
+
+def test_known_non_negative_tensor_needs_no_minimum_and_gives_the_same_maximum():
+    model = builders.dynamic_batch()
+    samples = builders.images(4, shape=(1, 3, 8, 8))
+    shortcut = TensorRequest("relu1", 0, non_negative=True)
+    stats, _ = collect_statistics(model, [RELU, shortcut], Dataset(samples), subset_size=300)
+    assert stats[shortcut].mean_max == stats[RELU].mean_max
+    assert stats[shortcut].global_min == 0.0 and stats[shortcut].mean_absmax == stats[RELU].mean_absmax
+
+
+def test_means_on_the_first_items_only():
+    model = builders.dynamic_batch()
+    samples = builders.images(6, shape=(1, 3, 8, 8))
+    mean = MeanRequest("input", 0, "channel")
+    stats, count = collect_statistics(model, [RELU, mean], Dataset(samples), subset_size=300, mean_items=2)
+    assert count == 6
+    np.testing.assert_allclose(stats[mean], np.mean([s.mean(axis=(0, 2, 3)) for s in samples[:2]], axis=0),
+                               rtol=1e-6)
+    everything, _ = collect_statistics(model, [RELU], Dataset(samples), subset_size=300)
+    assert stats[RELU].mean_max == everything[RELU].mean_max  # min/max still see every item

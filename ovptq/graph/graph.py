@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterator
 
 import networkx as nx
 import openvino as ov
@@ -122,9 +121,6 @@ class Graph:
 
     def activation_inputs(self, node: str) -> list[int]:
         return [p for p in range(self.num_inputs(node)) if self.is_activation_input(node, p)]
-
-    def nodes_of_type(self, *types: str) -> Iterator[str]:
-        return (n for n in self.order if self.type(n) in types)
 
     def parameters(self) -> list[str]:
         return [p.get_friendly_name() for p in self.model.get_parameters()]
