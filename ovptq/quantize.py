@@ -115,8 +115,8 @@ def quantize(model: ov.Model | str | Path, calibration_dataset: Dataset, *,
     fp32_model = working.clone() if layers and not fast_bias_correction else None
     weights = compress_weights(graph, plan, advanced.weights_range_estimator, advanced.quantile_outlier_prob)
     insert_activation_quantizers(graph, plan, params)
-    scales = bias_correction.output_scales(graph, layers, weights, statistics, requests, plan)
-    corrections = _correct_biases(fp32_model, graph, plan, layers, weights, statistics, scales, correction_dataset,
+    magnitudes = bias_correction.input_magnitudes(graph, layers, statistics, requests, plan)
+    corrections = _correct_biases(fp32_model, graph, layers, weights, statistics, magnitudes, correction_dataset,
                                   subset_size, advanced, core)
     working.validate_nodes_and_infer_types()
     _record(working, plan, samples, preset, target_device, subset_size, fast_bias_correction, model_type,
@@ -126,19 +126,18 @@ def quantize(model: ov.Model | str | Path, calibration_dataset: Dataset, *,
     return working
 
 
-def _correct_biases(fp32_model, graph, plan, layers, weights, statistics, scales, dataset, subset_size, advanced,
+def _correct_biases(fp32_model, graph, layers, weights, statistics, magnitudes, dataset, subset_size, advanced,
                     core):
     """Fast correction, then, when `fp32_model` is given (fast_bias_correction=False), the full one."""
     if not layers:
         return []
     fast = fp32_model is None
     biases = bias_correction.Biases(graph, layers)
-    records = bias_correction.fast_correction(graph, layers, weights, statistics, biases, scales,
-                                              advanced.bias_correction_threshold)
+    records, scales = bias_correction.fast_correction(graph, layers, weights, statistics, biases, magnitudes,
+                                                      advanced.bias_correction_threshold)
     if not fast:
-        dequantized = {w.node: (w.port, weights[w.node][1]) for w in plan.weights}
         records = bias_correction.full_correction(
-            fp32_model, graph, layers, scales, biases, dequantized, dataset,
+            fp32_model, graph, layers, scales, biases, weights, dataset,
             bias_correction.full_subset_size(subset_size),
             advanced.bias_correction_threshold, inference_requests=advanced.inference_requests,
             show_progress=advanced.show_progress, core=core, fast_records=records)

@@ -48,7 +48,7 @@ def test_fast_shift_equals_a_direct_computation_for_conv_depthwise_and_matmul():
     stats, _ = collect_statistics(working, statistics_requests(graph, layers), Dataset(SAMPLES), 300)
     weights = compress_weights(graph, plan, ovptq.RangeEstimator.MINMAX, 0.0)
     for layer in layers:
-        weight, dequantized = weights[layer.node]
+        weight, dequantized = weights[layer.node].values()
         shift = weight_error_shift(graph, layer, weight, dequantized, stats[layer.input_request(graph)])
         direct = output_mean(model, layer.node, weight) - output_mean(model, layer.node, dequantized)
         np.testing.assert_allclose(shift, direct, rtol=1e-4, atol=1e-6)

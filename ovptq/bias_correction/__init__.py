@@ -44,17 +44,11 @@ def statistics_requests(graph: Graph, layers: list[Layer], quantizer_requests: d
     return list(dict.fromkeys(requests))
 
 
-def output_scales(graph: Graph, layers: list[Layer], weights: dict, stats: dict,
-                  quantizer_requests: dict[str, TensorRequest], plan: QuantizationPlan) -> dict[str, np.ndarray]:
-    """Per layer and output channel, the scale the acceptance rule compares shifts with:
-    sum |W[o]| x the input's mean per-sample max |x|, the largest |y - b| the channel reaches on typical inputs."""
-    scales = {}
-    for layer in layers:
-        weight = weights[layer.node][0]
-        stat = stats[_input_range_request(graph, layer, quantizer_requests, plan)]
-        magnitude = float(np.max(stat.mean_absmax))
-        scales[layer.node] = _weight_l1(graph, layer, weight) * magnitude
-    return scales
+def input_magnitudes(graph: Graph, layers: list[Layer], stats: dict, quantizer_requests: dict[str, TensorRequest],
+                     plan: QuantizationPlan) -> dict[str, float]:
+    """Per layer, its input's mean per-sample max |x| (measured for the input's quantizer anyway)."""
+    return {layer.node: float(np.max(stats[_input_range_request(graph, layer, quantizer_requests, plan)].mean_absmax))
+            for layer in layers}
 
 
 def _weight_l1(graph: Graph, layer: Layer, weight: np.ndarray) -> np.ndarray:
@@ -70,19 +64,24 @@ def _weight_l1(graph: Graph, layer: Layer, weight: np.ndarray) -> np.ndarray:
     return w.reshape(w.shape[0], -1).sum(axis=1)
 
 
-def fast_correction(graph: Graph, layers: list[Layer], weights: dict[str, tuple[np.ndarray, np.ndarray]],
-                    stats: dict, biases: Biases, scales: dict[str, np.ndarray],
-                    threshold: float | None = None) -> list[Correction]:
-    """Correct each layer's bias by the exact mean error of its int8 weights on the calibration data."""
+def fast_correction(graph: Graph, layers: list[Layer], weights: dict, stats: dict, biases: Biases,
+                    magnitudes: dict[str, float],
+                    threshold: float | None = None) -> tuple[list[Correction], dict[str, np.ndarray]]:
+    """Correct each layer's bias by the exact mean error of its int8 weights on the calibration data.
+
+    Returns the records and, per layer, the output scale of the acceptance rule: sum |W[o]| x the input's
+    magnitude, the largest |y - b| the channel reaches on typical inputs.
+    """
     threshold = FAST_THRESHOLD if threshold is None else threshold
-    records = []
+    records, scales = [], {}
     for layer in layers:
-        weight, dequantized = weights[layer.node]
+        weight, dequantized = weights[layer.node].values()
+        scales[layer.node] = _weight_l1(graph, layer, weight) * magnitudes[layer.node]
         shift = weight_error_shift(graph, layer, weight, dequantized, stats[layer.input_request(graph)])
         applied, record = accept(layer, shift, scales[layer.node], threshold, "fast", biases.has_bias(layer))
         biases.add(layer, applied)
         records.append(record)
-    return records
+    return records, scales
 
 
 def full_subset_size(subset_size: int) -> int:
@@ -92,21 +91,21 @@ def full_subset_size(subset_size: int) -> int:
 
 def full_correction(fp32_model: ov.Model, graph: Graph, layers: list[Layer], scales: dict[str, np.ndarray],
                     biases: Biases,
-                    dequantized_weights: dict[str, tuple[int, np.ndarray]], dataset: Dataset, subset_size: int,
+                    weights: dict, dataset: Dataset, subset_size: int,
                     threshold: float | None = None,
                     inference_requests: int | None = None, show_progress: bool | None = None,
                     core: ov.Core | None = None, fast_records: list[Correction] = ()) -> list[Correction]:
     """Layer by layer in topological stages, move each bias by (FP32 mean - quantized mean) of its output.
 
     Both means are taken on the same first `subset_size` items; `fp32_model` is the model before quantization and
-    `dequantized_weights` maps each weighted op to (weight port, int8 weight x scale).
+    `weights` maps each weighted op to its `CompressedWeight`.
     """
     threshold = FULL_THRESHOLD if threshold is None else threshold
     fast_records = {record.layer: record for record in fast_records}
     fp32_probe = BiasProbe(fp32_model, layers, biases.holder_names(), core)
     items = fp32_probe.bind(dataset, subset_size)
     fp32_means = fp32_probe.means(items, biases.original, inference_requests=inference_requests)
-    probe = BiasProbe(fp32_model, layers, biases.holder_names(), core, dequantized_weights)
+    probe = BiasProbe(fp32_model, layers, biases.holder_names(), core, weights)
     totals = {layer.node: np.zeros(layer.output_channels) for layer in layers}
     records: dict[str, Correction] = {}
     had_bias = {layer.node for layer in layers if biases.has_bias(layer)}

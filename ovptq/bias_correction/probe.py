@@ -22,15 +22,15 @@ from ovptq.inference import AsyncRunner
 
 class BiasProbe:
     def __init__(self, model: ov.Model, layers: list[Layer], bias_holders: dict[str, str],
-                 core: ov.Core | None = None, weights: dict[str, tuple[int, np.ndarray]] | None = None):
+                 core: ov.Core | None = None, weights: dict | None = None):
         """`model` is the FP32 model; `bias_holders` maps a layer to the name of the Add holding its bias, which the
-        probe bypasses; `weights` replaces the weight on input `port` of an op by the given float values (the
-        dequantized int8 weights: plain f32 constants, so the weight error propagates without int8 kernels)."""
+        probe bypasses; `weights` (op -> CompressedWeight) replaces each weight by its dequantized int8 values as
+        plain f32 constants, so the weight error propagates without int8 kernels."""
         self.clone = model.clone()
         by_name = {op.get_friendly_name(): op for op in self.clone.get_ordered_ops()}
-        for node, (port, value) in (weights or {}).items():
-            target = by_name[node].input(port)
-            target.replace_source_output(ops.constant(value.astype(np.float32)).output(0))
+        for node, compressed in (weights or {}).items():
+            target = by_name[node].input(compressed.quantizer.port)
+            target.replace_source_output(ops.constant(compressed.values()[1]).output(0))
         self.core = core or ov.Core()
         self.data_inputs = ModelInput.of(self.clone)
         self.layers = layers

@@ -6,6 +6,8 @@ int8 weights with a dequantization scale: w ~= int8 * scale, scale = (ih - il) /
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
@@ -51,14 +53,30 @@ def weight_params(graph: Graph, quantizer: WeightQuantizer, estimator: RangeEsti
     return value, symmetric_weight(absmax, quantizer.half_range)
 
 
-def compress_weights(graph: Graph, plan: QuantizationPlan, estimator: RangeEstimator,
-                     quantile: float) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Replace each planned weight by int8 values and a per-channel scale.
+@dataclass(frozen=True)
+class CompressedWeight:
+    """How a weight was compressed; `values()` recomputes the float and dequantized weights on demand, so no copy
+    of every weight is held in memory."""
 
-    Returns, per weighted op, its float weight and the dequantized int8 weight (int8 * scale) it now computes with.
+    graph: Graph
+    quantizer: WeightQuantizer
+    estimator: RangeEstimator
+    quantile: float
+
+    def values(self) -> tuple[np.ndarray, np.ndarray]:
+        """(float weight, int8 * scale) as the op sees them."""
+        value, params = weight_params(self.graph, self.quantizer, self.estimator, self.quantile)
+        integers, scale = quantize_weight(value, params)
+        return value, integers.astype(np.float32) * scale
+
+
+def compress_weights(graph: Graph, plan: QuantizationPlan, estimator: RangeEstimator,
+                     quantile: float) -> dict[str, CompressedWeight]:
+    """Replace each planned weight by int8 values and a per-channel scale; return, per weighted op, how.
+
     Ops that share one weight path share the int8 constant too.
     """
-    shared: dict[tuple, tuple[ov.Output, np.ndarray, np.ndarray]] = {}
+    shared: dict[tuple, ov.Output] = {}
     weights = {}
     for quantizer in plan.weights:
         target = graph.op(quantizer.node).input(quantizer.port)
@@ -74,11 +92,9 @@ def compress_weights(graph: Graph, plan: QuantizationPlan, estimator: RangeEstim
             convert = ops.convert(int8, element_type, name=f"{name}/convert")
             dtype = element_type.to_dtype() if element_type != ov.Type.bf16 else np.float32
             scale_constant = ops.constant(scale.astype(dtype), name=f"{name}/scale")
-            output = ops.multiply(convert, scale_constant, name=name).output(0)
-            shared[key] = (output, value, integers.astype(np.float32) * scale)
-        output, value, dequantized = shared[key]
-        target.replace_source_output(output)
-        weights[quantizer.node] = (value, dequantized)
+            shared[key] = ops.multiply(convert, scale_constant, name=name).output(0)
+        target.replace_source_output(shared[key])
+        weights[quantizer.node] = CompressedWeight(graph, quantizer, estimator, quantile)
     return weights
 
 

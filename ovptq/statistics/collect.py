@@ -263,7 +263,6 @@ def collect_statistics(model: ov.Model, requests: list, dataset: Dataset, subset
     phases = [(full_model, None)]
     if full_model.mean_outputs and mean_items is not None and mean_items < subset_size:
         phases = [(full_model, mean_items), (StatisticsModel(model, tensor_requests), None)]
-    compiled = [_compile(core, stats_model) for stats_model, _ in phases]
 
     aggregates = [_Aggregate() for _ in full_model.groups]
     quantile_aggregates = {request: _Aggregate() for request in full_model.raw_outputs}
@@ -274,10 +273,12 @@ def collect_statistics(model: ov.Model, requests: list, dataset: Dataset, subset
     stream = dataset.items(limit=subset_size)
     total_samples, items = 0, 0
     try:
-        for (stats_model, limit), model_compiled in zip(phases, compiled):
+        for stats_model, limit in phases:  # one compiled model alive at a time: peak memory stays that of one
             folding = {"aggregates": aggregates, "quantiles": quantile_aggregates,
                        "means": mean_aggregates if stats_model.mean_outputs else {}}
-            samples, count = _run_phase(stats_model, model_compiled, stream, limit, folding, inference_requests, bar)
+            compiled = _compile(core, stats_model)
+            samples, count = _run_phase(stats_model, compiled, stream, limit, folding, inference_requests, bar)
+            del compiled
             total_samples += samples
             items += count
     finally:
