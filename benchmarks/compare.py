@@ -34,7 +34,7 @@ def calibration_folder(spec, count: int) -> Path:
     from models import cache_dir
     folder = cache_dir() / "calibration" / f"{spec.name}-v{spec.version}-{count}"
     if not (folder / f"item_{count - 1:05d}.npz").exists():
-        save_items(spec.calibration_items(count, seed=0), folder)
+        save_items(spec.calibration_items(count, seed=0), folder)  # the items are freed before any worker starts
     return folder
 
 
