@@ -14,6 +14,7 @@ import numpy as np
 import openvino as ov
 
 from ovptq.errors import DatasetError, ParameterError
+from ovptq.graph.graph import numpy_dtype
 
 
 class Dataset:
@@ -144,7 +145,7 @@ def _fits(shape: tuple[int, ...], expected: ov.PartialShape) -> bool:
 
 def _cast(array: np.ndarray, model_input: ModelInput, index: int) -> np.ndarray:
     expected = model_input.element_type
-    target = np.dtype(expected.to_dtype()) if expected != ov.Type.bf16 else np.dtype(np.float32)
+    target = numpy_dtype(expected)
     if array.dtype == target:
         return array
     if expected.is_real() and (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):

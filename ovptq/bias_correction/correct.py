@@ -33,7 +33,7 @@ import openvino as ov
 import openvino.opset13 as ops
 
 from ovptq.bias_correction.layers import Layer, bias_value
-from ovptq.graph.graph import Graph
+from ovptq.graph.graph import Graph, numpy_dtype
 
 log = logging.getLogger("ovptq")
 
@@ -139,7 +139,7 @@ class Biases:
             targets = list(output.get_target_inputs())
             shape = [1] * op.get_output_partial_shape(0).rank.get_length()
             shape[layer.channel_axis] = layer.output_channels
-            constant = ops.constant(self.values[layer.node].reshape(shape).astype(_dtype(element_type)),
+            constant = ops.constant(self.values[layer.node].reshape(shape).astype(numpy_dtype(element_type)),
                                     name=f"{layer.node}/bias_value")
             bias = ops.add(output, constant, name=f"{layer.node}/bias")
             for target in targets:
@@ -155,14 +155,10 @@ class Biases:
         if 0 <= axis < len(old_shape):
             shape[axis] = layer.output_channels
         value = np.broadcast_to((self.values[layer.node] * sign).reshape(shape), np.broadcast_shapes(shape, old_shape))
-        constant = ops.constant(np.ascontiguousarray(value).astype(_dtype(element_type)),
+        constant = ops.constant(np.ascontiguousarray(value).astype(numpy_dtype(element_type)),
                                 name=f"{holder.get_friendly_name()}/corrected")
         holder.input(port).replace_source_output(constant.output(0))
 
     def holder_names(self) -> dict[str, str]:
         """Layer -> name of the Add holding its bias."""
         return {node: holder[0].get_friendly_name() for node, holder in self.holders.items()}
-
-
-def _dtype(element_type: ov.Type):
-    return np.float32 if element_type in (ov.Type.bf16, ov.Type.f32) else element_type.to_dtype()

@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 import networkx as nx
+import numpy as np
 import openvino as ov
 
 # Ops whose output is data-dependent without any data input (state reads).
@@ -18,6 +19,11 @@ _SOURCES = {"Parameter", "ReadValue"}
 # Ops whose output is a shape, not data: what follows them is shape arithmetic.
 _SHAPE_OPS = {"ShapeOf"}
 FLOAT_TYPES = {ov.Type.f32, ov.Type.f16, ov.Type.bf16, ov.Type.f64}
+
+
+def numpy_dtype(element_type: ov.Type) -> np.dtype:
+    """The numpy dtype that holds values of `element_type` (bf16, which numpy lacks, as float32)."""
+    return np.dtype(np.float32) if element_type == ov.Type.bf16 else np.dtype(element_type.to_dtype())
 
 
 @dataclass(frozen=True)

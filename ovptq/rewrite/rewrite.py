@@ -12,7 +12,7 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
-from ovptq.graph.graph import Graph
+from ovptq.graph.graph import Graph, numpy_dtype
 from ovptq.graph.weights import find_weight, weight_value
 from ovptq.parameters import RangeEstimator
 from ovptq.placement.plan import QuantizationPlan, WeightQuantizer
@@ -33,7 +33,7 @@ def insert_activation_quantizers(graph: Graph, plan: QuantizationPlan, params: d
 
 
 def _range_constants(params: FQParams, rank: int, per_channel: bool, element_type: ov.Type):
-    dtype = element_type.to_dtype() if element_type.is_real() and element_type != ov.Type.bf16 else np.float32
+    dtype = numpy_dtype(element_type) if element_type.is_real() else np.float32
     if per_channel:
         shape = [1, -1] + [1] * (rank - 2)
         return (ops.constant(np.asarray(params.low, dtype).reshape(shape)),
@@ -90,8 +90,7 @@ def compress_weights(graph: Graph, plan: QuantizationPlan, estimator: RangeEstim
             name = f"{quantizer.node}/fq_weights_{quantizer.port}"
             int8 = ops.constant(integers, name=f"{name}/int8")
             convert = ops.convert(int8, element_type, name=f"{name}/convert")
-            dtype = element_type.to_dtype() if element_type != ov.Type.bf16 else np.float32
-            scale_constant = ops.constant(scale.astype(dtype), name=f"{name}/scale")
+            scale_constant = ops.constant(scale.astype(numpy_dtype(element_type)), name=f"{name}/scale")
             shared[key] = ops.multiply(convert, scale_constant, name=name).output(0)
         target.replace_source_output(shared[key])
         weights[quantizer.node] = CompressedWeight(graph, quantizer, estimator, quantile)
