@@ -104,8 +104,8 @@ def quantize(model: ov.Model | str | Path, calibration_dataset: Dataset, *,
         calibration_dataset, correction_dataset = recording, calibration_dataset.replay(kept)
 
     requests = statistics_requests(plan, advanced.activations_range_estimator, advanced.quantile_outlier_prob, graph)
-    all_requests = list(dict.fromkeys([*requests.values(),
-                                       *bias_correction.statistics_requests(graph, layers, requests, plan)]))
+    all_requests = list(dict.fromkeys([*requests.values(), *bias_correction.statistics_requests(
+        graph, layers, requests, plan, full=not fast_bias_correction)]))
     statistics, samples = collect_statistics(working, all_requests, calibration_dataset, subset_size,
                                              advanced.inference_requests, advanced.show_progress, core,
                                              mean_items=bias_correction.full_subset_size(subset_size))
@@ -137,10 +137,11 @@ def _correct_biases(fp32_model, graph, layers, weights, statistics, magnitudes, 
                                                       advanced.bias_correction_threshold)
     if not fast:
         records = bias_correction.full_correction(
-            fp32_model, graph, layers, scales, biases, weights, dataset,
+            fp32_model, graph, layers, scales, biases, weights, statistics, dataset,
             bias_correction.full_subset_size(subset_size),
             advanced.bias_correction_threshold, inference_requests=advanced.inference_requests,
-            show_progress=advanced.show_progress, core=core, fast_records=records)
+            show_progress=advanced.show_progress, core=core, fast_records=records,
+            passes=bias_correction.FULL_PASSES)
     applied = sum(r.applied_channels > 0 for r in records)
     log.info("Bias correction (%s): %d of %d layers corrected.", "fast" if fast else "full", applied, len(records))
     return records

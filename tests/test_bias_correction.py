@@ -145,3 +145,24 @@ def test_full_correction_reads_a_generator_dataset_once():
     q = ovptq.quantize(builders.bias_correction_block(), ovptq.Dataset(s for s in SAMPLES),
                        fast_bias_correction=False)
     assert corrections(q)["depthwise"]["method"] == "full"
+
+
+def test_stage_blocks_are_consecutive_and_balanced():
+    from ovptq.bias_correction import stage_blocks
+    stages = [["a"], ["b", "c"], ["d"], ["e"], ["f", "g", "h"], ["i"]]
+    blocks = stage_blocks(stages, 3)
+    assert blocks == [["a", "b", "c"], ["d", "e", "f", "g", "h"], ["i"]]
+    assert sum(blocks, []) == sum(stages, [])
+    assert stage_blocks(stages, 10) == stages          # never more blocks than stages
+    assert stage_blocks(stages, 1) == [sum(stages, [])]
+
+
+def test_one_pass_corrects_only_the_heads_and_keeps_fast_below_them(monkeypatch):
+    from ovptq import bias_correction
+    model = builders.bias_correction_block()
+    fast = corrections(quantize(model))
+    monkeypatch.setattr(bias_correction, "FULL_PASSES", 1)
+    records = corrections(quantize(model, fast_bias_correction=False))
+    assert records["conv"]["method"] == "full"
+    assert records["depthwise"] == {**fast["depthwise"], "reason": fast["depthwise"]["reason"] +
+                                    " (full correction not applied: a layer upstream in its pass was corrected)"}

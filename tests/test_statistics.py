@@ -120,7 +120,10 @@ def test_known_non_negative_tensor_needs_no_minimum_and_gives_the_same_maximum()
     assert stats[shortcut].global_min == 0.0 and stats[shortcut].mean_absmax == stats[RELU].mean_absmax
 
 
-def test_means_on_the_first_items_only():
+@pytest.mark.parametrize("means_share", [0.0, 1e9])  # keep the first compiled model / compile a lighter one
+def test_means_on_the_first_items_only(monkeypatch, means_share):
+    from ovptq.statistics import collect
+    monkeypatch.setattr(collect, "MEANS_SHARE", means_share)
     model = builders.dynamic_batch()
     samples = builders.images(6, shape=(1, 3, 8, 8))
     mean = MeanRequest("input", 0, "channel")
@@ -130,3 +133,14 @@ def test_means_on_the_first_items_only():
                                rtol=1e-6)
     everything, _ = collect_statistics(model, [RELU], Dataset(samples), subset_size=300)
     assert stats[RELU].mean_max == everything[RELU].mean_max  # min/max still see every item
+
+
+def test_per_sample_means_keep_one_row_per_sample_of_the_first_items():
+    model = builders.dynamic_batch()
+    samples = builders.images(6, shape=(1, 3, 8, 8))
+    rows = MeanRequest("relu1", 0, "channel", per_sample=True)
+    batched = [np.concatenate(samples[i:i + 2]) for i in range(0, 6, 2)]  # items of 2 samples: rows per sample
+    stats, _ = collect_statistics(model, [RELU, rows], Dataset(batched), subset_size=300, mean_items=2)
+    expected = [v.mean(axis=(0, 2, 3)) for v in relu_values(model, samples[:4])]
+    assert stats[rows].shape == (4, len(expected[0]))
+    np.testing.assert_allclose(stats[rows], expected, rtol=1e-5)

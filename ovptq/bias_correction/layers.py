@@ -40,6 +40,12 @@ class Layer:
         return MeanRequest(self.data.node, self.data.port, "taps", kernel, tuple(attrs["strides"]),
                            tuple(attrs["dilations"]), tuple(attrs["pads_begin"]), tuple(attrs["pads_end"]))
 
+    def output_request(self) -> MeanRequest:
+        """Per-sample, per-channel means of the layer's biased output (what the full correction matches)."""
+        return MeanRequest(self.bias or self.node, 0, "last" if self.kind == "matmul" else "channel",
+                           per_sample=True)
+
+
 def find_layers(graph: Graph, plan: QuantizationPlan) -> list[Layer]:
     """The correctable layers among the plan's weight-quantized ops, in topological order."""
     quantized = {w.node for w in plan.weights}

@@ -9,6 +9,7 @@ into running aggregates in item order, so memory stays flat and the result does 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +22,10 @@ from ovptq.inference import AsyncRunner
 from ovptq.progress import progress
 
 log = logging.getLogger("ovptq")
+
+# Mean outputs cost at most about this share of a statistics model's inference (7% on ResNet-50): a second
+# compilation without them pays off only when it costs less than this share of the remaining inference.
+MEANS_SHARE = 0.1
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,8 @@ class MeanRequest:
     "taps": for the input of a convolution with the given geometry, the mean of the input values that each kernel
     tap sees over all output positions (zero padding included), shape [C, *kernel]. For any kernel V of that
     convolution, sum(V[o] * taps) is then exactly the mean of output channel o of conv(x, V).
+
+    With `per_sample`, the result keeps one row per sample ([samples, ...]) instead of their mean.
     """
 
     producer: str
@@ -53,6 +60,7 @@ class MeanRequest:
     dilations: tuple[int, ...] = ()
     pads_begin: tuple[int, ...] = ()
     pads_end: tuple[int, ...] = ()
+    per_sample: bool = False
 
 
 @dataclass
@@ -77,6 +85,7 @@ class _Aggregate:
     gmin: np.ndarray | None = None
     gmax: np.ndarray | None = None
     sums: dict[str, np.ndarray] = field(default_factory=dict)
+    rows: list[np.ndarray] = field(default_factory=list)
 
     def add(self, name: str, per_sample: np.ndarray) -> None:
         total = per_sample.astype(np.float64).sum(axis=0)
@@ -254,33 +263,46 @@ def collect_statistics(model: ov.Model, requests: list, dataset: Dataset, subset
     """Run up to `subset_size` dataset items; return statistics per request and the number of samples seen.
 
     A TensorRequest gets TensorStatistics; a MeanRequest gets its mean array (float64). With `mean_items`, the
-    MeanRequests are computed on the first `mean_items` items only (a second compiled model without them serves
-    the rest), which is enough for means over many positions and keeps their cost small.
+    MeanRequests are computed on the first `mean_items` items only: a second compiled model without them serves
+    the rest, unless compiling it would cost more than the means it saves (small models), in which case the
+    first model goes on and its means are ignored. Either way the results are the same.
     """
     core = core or ov.Core()
-    tensor_requests = [r for r in requests if isinstance(r, TensorRequest)]
     full_model = StatisticsModel(model, requests)
-    phases = [(full_model, None)]
-    if full_model.mean_outputs and mean_items is not None and mean_items < subset_size:
-        phases = [(full_model, mean_items), (StatisticsModel(model, tensor_requests), None)]
-
     aggregates = [_Aggregate() for _ in full_model.groups]
     quantile_aggregates = {request: _Aggregate() for request in full_model.raw_outputs}
     mean_aggregates = {request: _Aggregate() for request in full_model.mean_outputs}
     length = dataset.get_length()
-    bar = progress(total=min(length, subset_size) if length is not None else subset_size,
-                   desc="Statistics", unit="item", enabled=show_progress)
+    expected = min(length, subset_size) if length is not None else subset_size
+    bar = progress(total=expected, desc="Statistics", unit="item", enabled=show_progress)
     stream = dataset.items(limit=subset_size)
-    total_samples, items = 0, 0
+    limit = mean_items if full_model.mean_outputs and mean_items is not None and mean_items < subset_size else None
+
+    def run(stats_model, compiled, limit, means):
+        folding = {"aggregates": aggregates, "quantiles": quantile_aggregates, "means": means}
+        return _run_phase(stats_model, compiled, stream, limit, folding, inference_requests, bar)
+
     try:
-        for stats_model, limit in phases:  # one compiled model alive at a time: peak memory stays that of one
-            folding = {"aggregates": aggregates, "quantiles": quantile_aggregates,
-                       "means": mean_aggregates if stats_model.mean_outputs else {}}
-            compiled = _compile(core, stats_model)
-            samples, count = _run_phase(stats_model, compiled, stream, limit, folding, inference_requests, bar)
-            del compiled
+        started = time.perf_counter()
+        compiled = _compile(core, full_model)
+        compile_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        total_samples, items = run(full_model, compiled, limit, mean_aggregates)
+        remaining = expected - items
+        if limit is not None and items == limit and remaining > 0:
+            per_item = (time.perf_counter() - started) / items
+            if compile_seconds >= MEANS_SHARE * remaining * per_item:
+                # A lighter model would save less than its compilation costs: keep this one and ignore its means,
+                # so the results never depend on the timing.
+                samples, count = run(full_model, compiled, None, {})
+            else:
+                del compiled  # one compiled model alive at a time: peak memory stays that of one
+                light_model = StatisticsModel(model, [r for r in requests if isinstance(r, TensorRequest)])
+                compiled = _compile(core, light_model)
+                samples, count = run(light_model, compiled, None, {})
             total_samples += samples
             items += count
+        del compiled
     finally:
         bar.close()
     if items == 0:
@@ -291,7 +313,8 @@ def collect_statistics(model: ov.Model, requests: list, dataset: Dataset, subset
                     subset_size)
     results: dict = _results(full_model, aggregates, quantile_aggregates)
     for request, aggregate in mean_aggregates.items():
-        results[request] = aggregate.sums["mean"] / aggregate.samples
+        results[request] = np.concatenate(aggregate.rows) if request.per_sample else \
+            aggregate.sums["mean"] / aggregate.samples
     return results, total_samples
 
 
@@ -354,7 +377,10 @@ def _fold(stats_model: StatisticsModel, aggregates: list[_Aggregate], quantile_a
         if not np.all(np.isfinite(values)):
             raise StatisticsError(f"Output {request.port} of '{request.producer}' holds NaN or Inf on the "
                                   "calibration data. Check the data or keep this node in float with IgnoredScope.")
-        aggregate.add("mean", values)
+        if request.per_sample:
+            aggregate.rows.append(values.astype(np.float64))
+        else:
+            aggregate.add("mean", values)
         aggregate.samples += samples
     for group, aggregate in zip(stats_model.groups, aggregates):
         maxs = _per_sample(outputs[group.max_output], samples, np.max)
