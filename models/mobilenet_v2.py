@@ -15,6 +15,7 @@ import numpy as np
 import openvino as ov
 
 from . import imagenet_photos
+from .metrics import agreement, softmax
 from .zoo import EVAL, Item, ModelLike, ModelSpec, rng_for, run
 
 INPUT_NAME = "input"
@@ -69,12 +70,6 @@ def build_torch_net():
     return MobileNetV2()
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 class MobileNetV2Spec(ModelSpec):
     name = "mobilenet_v2"
     headline = "top1_agreement"
@@ -102,24 +97,13 @@ class MobileNetV2Spec(ModelSpec):
         return [{INPUT_NAME: x} for x in imagenet_photos.photo_crops(rng, n, pool)]
 
     def _probs(self, model: ModelLike, items: List[Item]) -> np.ndarray:
-        return _softmax(np.concatenate([out[0] for out in run(model, items)]))
+        return softmax(np.concatenate([out[0] for out in run(model, items)]))
 
     def evaluate(self, model_or_xml: ModelLike, n: Optional[int] = None, seed: int = 1) -> Dict[str, Any]:
-        """Versus the FP32 model on the same crops: top1_agreement = share of crops with the same top-1 class;
-        top5_overlap = mean share of the FP32 top-5 classes also in the model's top 5; kl_divergence = mean
-        KL(P_fp32 || P_model) in nats; agreement_confident = top-1 agreement on the crops where FP32's top-1
-        probability exceeds 0.5 (cuts out ambiguous crops)."""
+        """Versus the FP32 model on the same crops (see metrics.agreement); agreement_confident counts the crops
+        where FP32's top-1 probability exceeds 0.5 (cuts out ambiguous crops)."""
         n = self.default_n if n is None else n
         items = self.make_items(n, seed, EVAL)
         if (n, seed) not in self._reference:
             self._reference[(n, seed)] = self._probs(self.xml_path(), items)
-        p, q = self._reference[(n, seed)], self._probs(model_or_xml, items)
-        same = p.argmax(1) == q.argmax(1)
-        top5_p, top5_q = np.argsort(-p, 1)[:, :5], np.argsort(-q, 1)[:, :5]
-        overlap = [len(set(a) & set(b)) / 5 for a, b in zip(top5_p, top5_q)]
-        kl = np.sum(p * (np.log(np.clip(p, 1e-12, None)) - np.log(np.clip(q, 1e-12, None))), axis=1)
-        confident = p.max(1) > 0.5
-        return {"top1_agreement": float(same.mean()), "top5_overlap": float(np.mean(overlap)),
-                "kl_divergence": float(kl.mean()),
-                "agreement_confident": float(same[confident].mean()) if confident.any() else float("nan"),
-                "n_confident": int(confident.sum()), "n": n}
+        return {**agreement(self._reference[(n, seed)], self._probs(model_or_xml, items)), "n": n}

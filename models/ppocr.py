@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import unicodedata
 import zlib
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -18,6 +17,7 @@ import numpy as np
 import openvino as ov
 
 from . import ocr_data
+from .metrics import character_error_rate, ctc_greedy_decode, detection_scores, match_boxes
 from .zoo import EVAL, Item, ModelLike, ModelSpec, core, rng_for, run
 
 
@@ -115,29 +115,6 @@ def text_boxes(prob: np.ndarray, thresh: float = 0.3, box_thresh: float = 0.5, u
     return boxes
 
 
-def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def match_boxes(pred, gt, iou_thresh: float = 0.5) -> int:
-    """Number of one-to-one matches between predicted and ground-truth boxes at IoU >= iou_thresh (greedy,
-    highest IoU first)."""
-    pairs = sorted(((_iou(p, g), i, j) for i, p in enumerate(pred) for j, g in enumerate(gt)), reverse=True)
-    used_p, used_g, hits = set(), set(), 0
-    for iou, i, j in pairs:
-        if iou < iou_thresh:
-            break
-        if i not in used_p and j not in used_g:
-            used_p.add(i)
-            used_g.add(j)
-            hits += 1
-    return hits
-
-
 class PPOCRDet(_PPOCR):
     name = "ppocr_det"
     headline = "fscore"
@@ -167,21 +144,7 @@ class PPOCRDet(_PPOCR):
             hits += match_boxes(pred, gt)
             n_pred += len(pred)
             n_gt += len(gt)
-        precision = hits / n_pred if n_pred else 0.0
-        recall = hits / n_gt if n_gt else 0.0
-        fscore = 2 * precision * recall / (precision + recall) if hits else 0.0
-        return {"fscore": fscore, "precision": precision, "recall": recall, "n": n, "lines": n_gt}
-
-
-def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance (insertions, deletions, substitutions all cost 1)."""
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
+        return {**detection_scores(hits, n_pred, n_gt), "n": n, "lines": n_gt}
 
 
 class PPOCRRec(_PPOCR):
@@ -208,12 +171,7 @@ class PPOCRRec(_PPOCR):
         return self._classes
 
     def decode(self, probs: np.ndarray) -> str:
-        """Greedy CTC: argmax per time step, merge repeats, drop blanks; NFKC folds full-width forms to ASCII."""
-        best = probs.argmax(axis=-1)
-        keep = np.ones(len(best), bool)
-        keep[1:] = best[1:] != best[:-1]
-        text = "".join(self.classes[k] for k in best[keep] if k != 0)
-        return " ".join(unicodedata.normalize("NFKC", text).split())
+        return ctc_greedy_decode(probs, self.classes)
 
     def samples(self, n: int, seed: int, pool: int) -> Tuple[List[Item], List[str]]:
         """Phrases of 1-3 words whose rendered line fits 320x48 without squeezing (re-drawn until it does)."""
@@ -235,5 +193,4 @@ class PPOCRRec(_PPOCR):
         items, texts = self.samples(n, seed, EVAL)
         preds = [self.decode(out[0][0]) for out in run(model_or_xml, items)]
         exact = np.mean([p == t for p, t in zip(preds, texts)])
-        cer = sum(edit_distance(p, t) for p, t in zip(preds, texts)) / sum(len(t) for t in texts)
-        return {"word_accuracy": float(exact), "cer": float(cer), "n": n}
+        return {"word_accuracy": float(exact), "cer": character_error_rate(preds, texts), "n": n}

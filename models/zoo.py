@@ -18,6 +18,8 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 import openvino as ov
 
+from .metrics import output_match
+
 Item = Dict[str, np.ndarray]
 ModelLike = Union[ov.Model, ov.CompiledModel, str, os.PathLike]
 
@@ -159,15 +161,7 @@ class OutputMatchSpec(ModelSpec):
         key = (n, seed)
         if key not in self._reference:
             self._reference[key] = run(self.xml_path(), items)
-        got = run(model_or_xml, items)
-        cosines, max_err = [], 0.0
-        for ref, out in zip(self._reference[key], got):
-            a = np.concatenate([r.ravel() for r in ref]).astype(np.float64)
-            b = np.concatenate([o.ravel() for o in out]).astype(np.float64)
-            denom = np.linalg.norm(a) * np.linalg.norm(b)
-            cosines.append(float(a @ b / denom) if denom > 0 else float(np.array_equal(a, b)))
-            max_err = max(max_err, float(np.max(np.abs(a - b))))
-        return {"output_cosine": float(np.mean(cosines)), "output_max_abs_err": max_err, "n": n}
+        return {**output_match(self._reference[key], run(model_or_xml, items)), "n": n}
 
 
 def _upsample(x: np.ndarray, size: int, axis: int) -> np.ndarray:
