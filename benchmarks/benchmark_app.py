@@ -79,13 +79,15 @@ def _milliseconds(label: str, text: str) -> float:
     return float(match.group(1)) / (1000 if match.group(2) == "us" else 1)
 
 
-def compare(xmls: list[str | Path], rounds: int = 3, seconds: int = 10) -> dict[str, Measurement]:
-    """Throughput (throughput hint) and latency (latency hint) of each IR, alternating IRs within each round."""
+def compare(xmls: list[str | Path], rounds: int = 3, seconds: int = 10,
+            extra: list[str] | None = None) -> dict[str, Measurement]:
+    """Throughput (throughput hint) and latency (latency hint) of each IR, alternating IRs within each round.
+    `extra` goes to every benchmark_app call (e.g. ["-shape", "input_ids[1,128]"] for dynamic inputs)."""
     results = {str(x): Measurement() for x in xmls}
     for _ in range(rounds):
         for xml in xmls:
-            throughput = run_once(xml, "throughput", seconds)
-            latency = run_once(xml, "latency", seconds)
+            throughput = run_once(xml, "throughput", seconds, extra)
+            latency = run_once(xml, "latency", seconds, extra)
             m = results[str(xml)]
             m.throughput_fps.append(throughput["throughput_fps"])
             m.latency_median_ms.append(latency["latency_median_ms"])
@@ -109,8 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("xml", nargs="+", help="the FP32 IR first, then INT8 IRs")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=10, help="duration of each benchmark_app run")
+    parser.add_argument("--shape", help="benchmark_app -shape, for models with dynamic inputs, e.g. "
+                                        "'input_ids[1,128],attention_mask[1,128]'")
     args = parser.parse_args(argv)
-    results = compare(args.xml, args.rounds, args.seconds)
+    results = compare(args.xml, args.rounds, args.seconds, ["-shape", args.shape] if args.shape else None)
     print(format_report(results, str(args.xml[0])))
     return 0
 

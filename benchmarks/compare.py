@@ -24,7 +24,7 @@ from benchmarks.benchmark_app import compare as benchmark_compare
 from benchmarks.benchmark_app import cpu_description
 from benchmarks.worker import VARIANTS, save_items
 
-DEFAULT_MODELS = ["light_resnet50", "ppocr_cls", "ppocr_det", "mobilenet_v2", "ppocr_rec"]
+DEFAULT_MODELS = ["light_resnet50", "ppocr_cls", "ppocr_det", "mobilenet_v2", "ppocr_rec", "minilm"]
 QUICK_MODELS = ["light_resnet50", "ppocr_cls"]
 TOOLS = ["nncf", "ovptq"]  # always run: the defaults of both tools
 RESULTS = Path(__file__).parent / "results"
@@ -38,11 +38,12 @@ def calibration_folder(spec, count: int) -> Path:
     return folder
 
 
-def run_tool(tool: str, xml: Path, data: Path, out_dir: Path, subset_size: int) -> dict:
+def run_tool(tool: str, xml: Path, data: Path, out_dir: Path, subset_size: int,
+             model_type: str | None = None) -> dict:
     out = out_dir / f"{tool}.xml"
     report = out_dir / f"{tool}.json"
     command = [sys.executable, "-m", "benchmarks.worker", tool, str(xml), str(data), str(out), str(report),
-               "--subset-size", str(subset_size)]
+               "--subset-size", str(subset_size), *(["--model-type", model_type] if model_type else [])]
     # CI=true turns OpenVINO's telemetry off: it forks from a worker thread, which can deadlock a busy process.
     env = {**os.environ, "CI": "true", "OVPTQ_PROGRESS": "0"}
     subprocess.run(command, check=True, cwd=Path(__file__).parent.parent, capture_output=True, env=env)
@@ -64,15 +65,18 @@ def measure(name: str, subset_size: int, rounds: int, seconds: int, work: Path,
     data = calibration_folder(spec, subset_size)
     out_dir = work / name
     out_dir.mkdir(parents=True, exist_ok=True)
-    row: dict = {"model": name, "headline": spec.headline, "subset_size": subset_size, "data_note": spec.data_note}
-    tools = {tool: run_tool(tool, fp32, data, out_dir, subset_size) for tool in [*TOOLS, *extra_variants]}
+    row: dict = {"model": name, "headline": spec.headline, "subset_size": subset_size, "data_note": spec.data_note,
+                 "model_type": spec.model_type}
+    tools = {tool: run_tool(tool, fp32, data, out_dir, subset_size, spec.model_type)
+             for tool in [*TOOLS, *extra_variants]}
     row["fp32"] = {"metrics": spec.evaluate(str(fp32))}
     for tool, result in tools.items():
         row[tool] = {**result, "metrics": spec.evaluate(result["xml"]), "coverage": coverage(result["xml"])}
     nncf_int8 = set(row["nncf"]["coverage"]["int8_names"])
     row["int8_in_nncf_not_in_ovptq"] = sorted(nncf_int8 - set(row["ovptq"]["coverage"]["int8_names"]))
     if rounds:
-        speed = benchmark_compare([str(fp32), row["nncf"]["xml"], row["ovptq"]["xml"]], rounds, seconds)
+        speed = benchmark_compare([str(fp32), row["nncf"]["xml"], row["ovptq"]["xml"]], rounds, seconds,
+                                  list(spec.benchmark_app_args))
         for key, xml in (("fp32", str(fp32)), ("nncf", row["nncf"]["xml"]), ("ovptq", row["ovptq"]["xml"])):
             m = speed[xml]
             row[key]["throughput_fps"] = m.median("throughput_fps")
@@ -95,6 +99,19 @@ def variants_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def metrics_table(rows: list[dict]) -> list[str]:
+    """Every metric of every model, for FP32 and the two tools' defaults."""
+    lines = ["| model | FP32 | NNCF INT8 | ovptq INT8 |", "|---|---|---|---|"]
+    for r in rows:
+        cells = []
+        for key in ("fp32", "nncf", "ovptq"):
+            metrics = r[key]["metrics"]
+            cells.append(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                   for k, v in metrics.items()))
+        lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def table(rows: list[dict]) -> list[str]:
     header = ("| model | metric | FP32 | NNCF INT8 | ovptq INT8 | quantize s NNCF / ovptq (ratio) | "
               "peak RSS MB NNCF / ovptq (ratio) | INT8 layers NNCF / ovptq | FPS FP32 / NNCF / ovptq |")
@@ -105,8 +122,9 @@ def table(rows: list[dict]) -> list[str]:
         fps = "-"
         if "throughput_fps" in o:
             fps = f"{r['fp32']['throughput_fps']:.0f} / {n['throughput_fps']:.0f} / {o['throughput_fps']:.0f}"
+        model = f"{r['model']} (model_type={r['model_type']})" if r.get("model_type") else r["model"]
         lines.append(
-            f"| {r['model']} | {h} | {r['fp32']['metrics'][h]:.4f} | {n['metrics'][h]:.4f} | {o['metrics'][h]:.4f} "
+            f"| {model} | {h} | {r['fp32']['metrics'][h]:.4f} | {n['metrics'][h]:.4f} | {o['metrics'][h]:.4f} "
             f"| {n['quantize_seconds']:.1f} / {o['quantize_seconds']:.1f} "
             f"({_ratio(o['quantize_seconds'], n['quantize_seconds'])}) "
             f"| {n['peak_rss_mb']:.0f} / {o['peak_rss_mb']:.0f} ({_ratio(o['peak_rss_mb'], n['peak_rss_mb'])}) "
@@ -121,7 +139,7 @@ def write_results(rows: list[dict], command: str, started: float, out: Path, var
                "rows": rows}
     (out / "compare.json").write_text(json.dumps(summary, indent=1))
     markdown = [f"Machine: {summary['machine']}, 2 cores. Command: `{summary['command']}` "
-                f"({summary['minutes']:.0f} min).", "", *table(rows)]
+                f"({summary['minutes']:.0f} min).", "", *table(rows), "", "All metrics:", "", *metrics_table(rows)]
     if variants:
         markdown += ["", "Bias correction variants (headline metric, quantize wall time):", "", *variants_table(rows)]
     (out / "compare.md").write_text("\n".join(markdown) + "\n")

@@ -57,18 +57,19 @@ def peak_rss_mb() -> float:
 VARIANTS = ["nncf", "ovptq", "nncf_full", "ovptq_full", "nncf_nobc", "ovptq_nobc"]
 
 
-def quantize(variant: str, model: ov.Model, items: DiskItems, subset_size: int):
+def quantize(variant: str, model: ov.Model, items: DiskItems, subset_size: int, model_type: str | None = None):
     tool, _, mode = variant.partition("_")
     fast = mode != "full"
     if tool == "ovptq":
         import ovptq
         advanced = ovptq.AdvancedQuantizationParameters(disable_bias_correction=mode == "nobc")
         return ovptq.quantize(model, ovptq.Dataset(items), subset_size=subset_size, fast_bias_correction=fast,
-                              advanced_parameters=advanced)
+                              model_type=model_type, advanced_parameters=advanced)
     if tool == "nncf":
         import nncf
         advanced = nncf.AdvancedQuantizationParameters(disable_bias_correction=mode == "nobc")
         return nncf.quantize(model, nncf.Dataset(items), subset_size=subset_size, fast_bias_correction=fast,
+                             model_type=nncf.ModelType(model_type) if model_type else None,
                              advanced_parameters=advanced)
     raise ValueError(f"unknown variant {variant!r}")
 
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out")
     parser.add_argument("report")
     parser.add_argument("--subset-size", type=int, default=300)
+    parser.add_argument("--model-type", choices=["transformer"], help="passed to both tools")
     args = parser.parse_args(argv)
     if args.variant.startswith("ovptq"):
         import ovptq  # noqa: F401  imported before timing, as nncf is by its own import below
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     items = DiskItems(args.data)
     rss_before = peak_rss_mb()
     started = time.perf_counter()
-    quantized = quantize(args.variant, model, items, args.subset_size)
+    quantized = quantize(args.variant, model, items, args.subset_size, args.model_type)
     seconds = time.perf_counter() - started
     rss = peak_rss_mb()
     ov.save_model(quantized, args.out, compress_to_fp16=False)

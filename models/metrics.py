@@ -108,3 +108,29 @@ def output_match(references: List[List[np.ndarray]], outputs: List[List[np.ndarr
         cosines.append(float(a @ b / denom) if denom > 0 else float(np.array_equal(a, b)))
         max_err = max(max_err, float(np.max(np.abs(a - b))))
     return {"output_cosine": float(np.mean(cosines)), "output_max_abs_err": max_err}
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+    """Pearson correlation coefficient."""
+    a, b = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    a, b = a - a.mean(), b - b.mean()
+    return float(a @ b / np.sqrt((a @ a) * (b @ b)))
+
+
+def ranks(values: Sequence[float]) -> np.ndarray:
+    """Ranks from 1, ties sharing the mean of the ranks they span."""
+    values = np.asarray(values, np.float64)
+    order = np.argsort(values, kind="stable")
+    result = np.empty(len(values))
+    sorted_values = values[order]
+    start = 0
+    for end in range(1, len(values) + 1):
+        if end == len(values) or sorted_values[end] != sorted_values[start]:
+            result[order[start:end]] = (start + end + 1) / 2
+            start = end
+    return result
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman rank correlation: Pearson of the ranks (ties averaged)."""
+    return pearson(ranks(x), ranks(y))

