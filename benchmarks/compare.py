@@ -139,7 +139,8 @@ def write_results(rows: list[dict], command: str, started: float, out: Path, var
                "rows": rows}
     (out / "compare.json").write_text(json.dumps(summary, indent=1))
     markdown = [f"Machine: {summary['machine']}, 2 cores. Command: `{summary['command']}` "
-                f"({summary['minutes']:.0f} min).", "", *table(rows), "", "All metrics:", "", *metrics_table(rows)]
+                f"({summary['minutes']:.0f} min).", "", *table(rows), "", "All metrics:", "", *metrics_table(rows),
+                "", "Where the data comes from:", "", *(f"- `{r['model']}`: {r['data_note']}" for r in rows)]
     if variants:
         markdown += ["", "Bias correction variants (headline metric, quantize wall time):", "", *variants_table(rows)]
     (out / "compare.md").write_text("\n".join(markdown) + "\n")
