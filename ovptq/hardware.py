@@ -61,6 +61,43 @@ OP_RULES: dict[str, OpRule] = {
     "Concat": OpRule(Role.CONCAT),
 }
 
+AGNOSTIC_TYPES = frozenset(kind for kind, rule in OP_RULES.items() if rule.role is Role.AGNOSTIC)
+_ARITHMETIC = frozenset({"Add", "Multiply", "Subtract", "Divide"})
+
+
+@dataclass(frozen=True)
+class FloatRule:
+    """Transformer structure that stays float: ops of type `ops` take no input quantizers when their output
+    reaches an op of `feeds`, or their input comes from an op of `fed_by`, walking only through `through`.
+    "normalisation" in `feeds` / `fed_by` stands for MVN and decomposed LayerNorms."""
+
+    name: str
+    ops: frozenset[str]
+    feeds: frozenset[str] = frozenset()
+    fed_by: frozenset[str] = frozenset()
+    through: frozenset[str] = AGNOSTIC_TYPES
+    two_activations: bool = False  # only ops whose two inputs are both activations
+
+
+# Applied wherever the structure appears, whatever the model type: a CNN with one attention block gets them there
+# and keeps the CNN rules elsewhere. Quantizing these tensors is what makes transformers lose accuracy: residual
+# streams and attention scores carry outliers a per-tensor 8-bit range cannot hold.
+TRANSFORMER_RULES = (
+    FloatRule("residual Add into a normalisation", frozenset({"Add"}), feeds=frozenset({"normalisation"}),
+              two_activations=True),
+    FloatRule("normalisation of a residual stream", frozenset({"normalisation"}), fed_by=frozenset({"Add"})),
+    FloatRule("attention scores on their way to Softmax", _ARITHMETIC, feeds=frozenset({"Softmax"}),
+              through=AGNOSTIC_TYPES | _ARITHMETIC),
+    FloatRule("Softmax x V", frozenset({"MatMul"}), fed_by=frozenset({"Softmax"}), two_activations=True),
+)
+
+# With model_type="transformer", these op types take no input quantizers anywhere (NNCF's TRANSFORMER list):
+# residual Adds, normalisations, scalings and comparisons stay float; linear ops keep their quantizers.
+TRANSFORMER_FLOAT_OPS = frozenset({
+    "Add", "Multiply", "Subtract", "Divide", "Power", "Sqrt", "SquaredDifference", "Maximum", "Minimum", "MVN",
+    "GroupNormalization", "BatchNormInference", "ReduceMean", "ReduceSum", "ReduceL2", "AvgPool", "Squeeze",
+    "Greater", "GreaterEqual", "Less", "LessEqual", "Equal", "NotEqual"})
+
 # Ops that mark detection post-processing: the non-weighted ops between them and the outputs stay float.
 POSTPROCESSING_MARKERS = frozenset({"TopK", "NonMaxSuppression", "NMSRotated", "MulticlassNms", "MatrixNms",
                                     "ExperimentalDetectronDetectionOutput", "DetectionOutput"})

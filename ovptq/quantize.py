@@ -88,7 +88,8 @@ def quantize(model: ov.Model | str | Path, calibration_dataset: Dataset, *,
 
     ignored = {**postprocessing_nodes(graph), **resolve_ignored(graph, ignored_scope, renamed)}
     options = PlacementOptions(symmetric_activations=preset is QuantizationPreset.PERFORMANCE,
-                               quantize_outputs=advanced.quantize_outputs, overflow_fix=advanced.overflow_fix)
+                               quantize_outputs=advanced.quantize_outputs, overflow_fix=advanced.overflow_fix,
+                               transformer=model_type is ModelType.TRANSFORMER)
     plan = plan_quantizers(graph, ignored, options)
     if not plan:
         log.warning("The model has no op ovptq can quantize (Convolution, MatMul, ...); it is returned unchanged.")

@@ -21,6 +21,7 @@ from ovptq.parameters import OverflowFix
 from ovptq.patterns.matcher import IN, Match, find_matches
 from ovptq.patterns.registry import PATTERNS
 from ovptq.placement.plan import ActivationQuantizer, QuantizationPlan, WeightQuantizer
+from ovptq.placement.regions import transformer_float_nodes
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class PlacementOptions:
     symmetric_activations: bool = True      # the PERFORMANCE preset; MIXED makes them asymmetric where allowed
     quantize_outputs: bool = False
     overflow_fix: OverflowFix = OverflowFix.FIRST_LAYER
+    transformer: bool = False               # model_type="transformer": TRANSFORMER_FLOAT_OPS float everywhere
 
 
 @dataclass(frozen=True)
@@ -54,11 +56,14 @@ def plan_quantizers(graph: Graph, ignored: dict[str, str], options: PlacementOpt
                     matches: list[Match] | None = None) -> QuantizationPlan:
     """Where the quantizers go. `ignored` maps nodes that must stay float to the reason."""
     matches = find_matches(graph, PATTERNS) if matches is None else matches
-    requests = _initial_requests(graph, ignored, fused_nodes(graph, matches), options.quantize_outputs)
+    float_rules = {node: rule for node, rule in transformer_float_nodes(graph, matches, options.transformer).items()
+                   if node not in ignored}
+    requests = _initial_requests(graph, ignored, fused_nodes(graph, matches) | set(float_rules),
+                                 options.quantize_outputs)
     activations, merged_groups = _propagate(graph, requests, ignored)
     weights = _weight_quantizers(graph, ignored, options.overflow_fix)
     activations = _finalize(activations, merged_groups, options.symmetric_activations)
-    return QuantizationPlan(activations, weights, dict(ignored))
+    return QuantizationPlan(activations, weights, dict(ignored), float_rules)
 
 
 def _initial_requests(graph: Graph, ignored: dict[str, str], fused: set[str],

@@ -37,6 +37,7 @@ class QuantizationPlan:
     activations: list[ActivationQuantizer] = field(default_factory=list)
     weights: list[WeightQuantizer] = field(default_factory=list)
     ignored: dict[str, str] = field(default_factory=dict)  # node -> why it stays float
+    float_rules: dict[str, str] = field(default_factory=dict)  # node -> the transformer rule keeping its inputs float
 
     def __bool__(self) -> bool:
         return bool(self.activations or self.weights)
@@ -51,7 +52,7 @@ class QuantizationPlan:
         for w in self.weights:
             half = " half-range" if w.half_range else ""
             lines.append(f"  wgt  {w.node}:{w.port} axes {list(w.channel_axes)}{half}")
-        for node, reason in self.ignored.items():
+        for node, reason in {**self.ignored, **self.float_rules}.items():
             lines.append(f"  float {node}: {reason}")
         return "\n".join(lines)
 
@@ -64,7 +65,7 @@ class QuantizationPlan:
         activations = [ActivationQuantizer(**{**a, "consumers": tuple(Port(**c) for c in a["consumers"])})
                        for a in data["activations"]]
         weights = [WeightQuantizer(**{**w, "channel_axes": tuple(w["channel_axes"])}) for w in data["weights"]]
-        return QuantizationPlan(activations, weights, dict(data["ignored"]))
+        return QuantizationPlan(activations, weights, dict(data["ignored"]), dict(data.get("float_rules", {})))
 
     def summary(self) -> dict[str, object]:
         """What tests most often compare: {tensor: consumers}, and the weighted nodes."""
