@@ -87,7 +87,7 @@ TRANSFORMER_RULES = (
               two_activations=True),
     FloatRule("normalisation of a residual stream", frozenset({"normalisation"}), fed_by=frozenset({"Add"})),
     FloatRule("attention scores on their way to Softmax", _ARITHMETIC, feeds=frozenset({"Softmax"}),
-              through=AGNOSTIC_TYPES | _ARITHMETIC),
+              through=AGNOSTIC_TYPES | _ARITHMETIC, two_activations=True),
     FloatRule("Softmax x V", frozenset({"MatMul"}), fed_by=frozenset({"Softmax"}), two_activations=True),
 )
 

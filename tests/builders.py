@@ -191,3 +191,72 @@ def bias_correction_block(bias: bool = True) -> ov.Model:
     if bias:
         out = ops.add(out, ops.constant(np.zeros(5, np.float32)), name="fc/bias")
     return model(out, x)
+
+
+def linear(x, out_features: int, name: str, seed: int = 0):
+    """MatMul with a constant [in, out] weight and a bias Add."""
+    in_features = x.get_output_partial_shape(0)[-1].get_length() if hasattr(x, "get_output_partial_shape") else \
+        x.get_partial_shape()[-1].get_length()
+    rng = _rng(seed)
+    w = (rng.standard_normal((in_features, out_features)) / np.sqrt(in_features)).astype(np.float32)
+    y = ops.matmul(x, ops.constant(w, name=f"{name}/weight"), False, False, name=name)
+    b = (rng.standard_normal(out_features) * 0.1).astype(np.float32)
+    return ops.add(y, ops.constant(b, name=f"{name}/bias_value"), name=f"{name}/bias")
+
+
+def layer_norm(x, name: str, seed: int = 0):
+    """MVN over the last axis, then gamma and beta."""
+    hidden = x.get_output_partial_shape(0)[-1].get_length()
+    rng = _rng(seed)
+    y = ops.mvn(x, np.array([-1], np.int64), True, 1e-12, "inside_sqrt", name=f"{name}/mvn")
+    y = ops.multiply(y, ops.constant((1 + 0.1 * rng.standard_normal(hidden)).astype(np.float32)), name=f"{name}/gamma")
+    return ops.add(y, ops.constant((0.1 * rng.standard_normal(hidden)).astype(np.float32)), name=f"{name}/beta")
+
+
+def attention_layer(x, mask_bias, hidden: int, heads: int, prefix: str, seed: int = 0):
+    """A post-LayerNorm BERT layer: self-attention (Q, K, V, scores / sqrt(d) + mask, Softmax, x V, output dense),
+    residual + LayerNorm, GELU feed-forward, residual + LayerNorm."""
+    d = hidden // heads
+
+    def split(t, name):  # [B, T, H] -> [B, heads, T, d]
+        t = ops.reshape(t, np.array([0, 0, heads, d], np.int64), True, name=f"{name}/split")
+        return ops.transpose(t, np.array([0, 2, 1, 3], np.int64), name=f"{name}/heads")
+
+    q = split(linear(x, hidden, f"{prefix}query", seed), f"{prefix}query")
+    k = split(linear(x, hidden, f"{prefix}key", seed + 1), f"{prefix}key")
+    v = split(linear(x, hidden, f"{prefix}value", seed + 2), f"{prefix}value")
+    scores = ops.matmul(q, k, False, True, name=f"{prefix}scores")
+    scores = ops.divide(scores, ops.constant(np.float32(np.sqrt(d))), name=f"{prefix}scale")
+    scores = ops.add(scores, mask_bias, name=f"{prefix}mask")
+    probs = ops.softmax(scores, -1, name=f"{prefix}softmax")
+    context = ops.matmul(probs, v, False, False, name=f"{prefix}context")
+    context = ops.transpose(context, np.array([0, 2, 1, 3], np.int64), name=f"{prefix}merge")
+    context = ops.reshape(context, np.array([0, 0, hidden], np.int64), True, name=f"{prefix}merge/reshape")
+    attended = ops.add(linear(context, hidden, f"{prefix}out", seed + 3), x, name=f"{prefix}residual1")
+    y = layer_norm(attended, f"{prefix}ln1", seed)
+    ffn = ops.gelu(linear(y, 4 * hidden, f"{prefix}ffn1", seed + 4), "erf", name=f"{prefix}gelu")
+    out = ops.add(linear(ffn, hidden, f"{prefix}ffn2", seed + 5), y, name=f"{prefix}residual2")
+    return layer_norm(out, f"{prefix}ln2", seed + 1)
+
+
+def attention_block(hidden: int = 16, heads: int = 2) -> ov.Model:
+    """Embeddings [B, T, hidden] (dynamic B and T) and an int64 attention mask [B, T] -> one BERT layer."""
+    x = ops.parameter([-1, -1, hidden], np.float32, name="embeddings")
+    mask = ops.parameter([-1, -1], np.int64, name="attention_mask")
+    keep = ops.convert(ops.unsqueeze(mask, np.array([1, 2], np.int64)), ov.Type.f32, name="mask/float")
+    mask_bias = ops.multiply(ops.subtract(ops.constant(np.float32(1)), keep), ops.constant(np.float32(-1e4)),
+                             name="mask/bias")
+    return model(attention_layer(x, mask_bias, hidden, heads, ""), [x, mask])
+
+
+def conv_attention() -> ov.Model:
+    """A CNN stem [1, 3, 8, 32] -> sequence [1, 32, 16] -> one attention layer (no mask) -> FC: a small text
+    recogniser shape."""
+    x = ops.parameter([1, 3, 8, 32], np.float32, name="image")
+    y = ops.relu(conv(x, 16, "stem"), name="stem/relu")
+    y = ops.relu(conv(y, 16, "conv2", seed=1), name="conv2/relu")
+    y = ops.reduce_mean(y, np.array([2], np.int64), False, name="pool_height")          # [1, 16, 32]
+    seq = ops.transpose(y, np.array([0, 2, 1], np.int64), name="to_sequence")           # [1, 32, 16]
+    no_mask = ops.constant(np.zeros((1, 1, 1, 32), np.float32), name="no_mask")
+    y = attention_layer(seq, no_mask, 16, 2, "neck/", seed=10)
+    return model(linear(y, 10, "head", seed=20), x)

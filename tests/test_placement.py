@@ -134,3 +134,31 @@ def test_plan_round_trips_through_json_and_prints():
 @pytest.mark.parametrize("builder", ["conv_relu", "residual_block", "depthwise_block", "concat_block", "se_block"])
 def test_plan_is_deterministic(builder):
     assert plan_of(getattr(builders, builder)()) == plan_of(getattr(builders, builder)())
+
+
+@pytest.mark.parametrize("transformer", [False, True])
+def test_attention_block_quantizes_linear_inputs_and_query_key_symmetric_only(transformer):
+    plan = plan_of(builders.attention_block(), symmetric_activations=False, transformer=transformer)
+    assert plan.summary()["activations"] == {
+        "embeddings:0": ["key:0", "query:0", "value:0"],   # not the residual Add beside them
+        "query/bias:0": ["query/split:0"], "key/bias:0": ["key/split:0"],   # Q x K^T, above reshape/transpose
+        "context:0": ["merge:0"],                          # the output dense, above transpose/reshape
+        "ln1/beta:0": ["ffn1:0"], "gelu:0": ["ffn2:0"]}
+    symmetric = {q.producer for q in plan.activations if q.symmetric}
+    assert symmetric == {"query/bias", "key/bias"}         # act x act MatMul: no zero points, even under mixed
+    # float by structure: residual Adds into LayerNorms, the LayerNorms, the mask Add, Softmax x V (V unquantized)
+    assert {n: r for n, r in plan.float_rules.items() if not r.startswith("model_type")} == {
+        "residual1": "residual Add into a normalisation", "residual2": "residual Add into a normalisation",
+        "ln1/mvn": "normalisation of a residual stream", "ln2/mvn": "normalisation of a residual stream",
+        "mask": "attention scores on their way to Softmax", "context": "Softmax x V"}
+    assert QuantizationPlan.from_json(plan.to_json()) == plan
+
+
+def test_attention_inside_a_cnn_gets_the_transformer_rules_there_and_cnn_rules_elsewhere():
+    plan = plan_of(builders.conv_attention())
+    assert set(plan.float_rules) == {"neck/residual1", "neck/residual2", "neck/ln1/mvn", "neck/ln2/mvn",
+                                     "neck/context"}
+    assert plan.summary()["activations"]["to_sequence:0"] == ["neck/key:0", "neck/query:0", "neck/value:0"]
+    assert {"image:0", "stem/relu:0", "conv2/relu:0"} <= set(plan.summary()["activations"])
+    # the CNN residual block keeps its rules: both Add inputs quantized
+    assert {"conv3/bias:0", "relu1:0"} <= tensors(plan_of(builders.residual_block()))
