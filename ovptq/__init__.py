@@ -9,12 +9,13 @@ __version__ = "0.1.0"
 from ovptq import errors  # noqa: E402
 from ovptq.dataset import Dataset  # noqa: E402
 from ovptq.inspect import Int8Report, inspect  # noqa: E402
-from ovptq.parameters import (AdvancedQuantizationParameters, ModelType, OverflowFix,  # noqa: E402
+from ovptq.parameters import (AdvancedQuantizationParameters, AdvancedSmoothQuantParameters,  # noqa: E402
+                              ModelType, OverflowFix,
                               QuantizationPreset, RangeEstimator, TargetDevice)
 from ovptq.placement.plan import QuantizationPlan  # noqa: E402
 from ovptq.quantize import quantize  # noqa: E402
 from ovptq.scope import IgnoredScope, Subgraph  # noqa: E402
 
-__all__ = ["AdvancedQuantizationParameters", "Dataset", "IgnoredScope", "Int8Report", "ModelType", "OverflowFix",
+__all__ = ["AdvancedQuantizationParameters", "AdvancedSmoothQuantParameters", "Dataset", "IgnoredScope", "Int8Report", "ModelType", "OverflowFix",
            "QuantizationPlan", "QuantizationPreset", "RangeEstimator", "Subgraph", "TargetDevice", "errors",
            "inspect", "quantize"]

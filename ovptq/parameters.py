@@ -70,7 +70,16 @@ class RangeEstimator(StrEnum):
     MEAN_QUANTILE = "mean_quantile"
 
 
-@dataclass
+@dataclass(frozen=True)
+class AdvancedSmoothQuantParameters:
+    """SmoothQuant migration strength per op type: s_j = a_j^alpha / w_j^(1 - alpha); a negative alpha disables it
+    for that op type. Convolutions are not smoothed (alpha must stay negative)."""
+
+    matmul: float = 0.95
+    convolution: float = -1.0
+
+
+@dataclass(frozen=True)
 class AdvancedQuantizationParameters:
     """Expert options. `None` means the documented default.
 
@@ -84,6 +93,8 @@ class AdvancedQuantizationParameters:
         channel's output scale, sum |W[o]| x the input's mean per-sample max |x| (None: 0.25).
     inference_requests: parallel requests of the statistics pass (None: what the CPU plugin finds optimal).
     show_progress: progress bars (None: only when stderr is a terminal and OVPTQ_PROGRESS is not "0").
+    smooth_quant: SmoothQuant before quantization (None: on with model_type="transformer", off otherwise).
+    smooth_quant_alphas: its alpha per op type (AdvancedSmoothQuantParameters).
     """
 
     overflow_fix: OverflowFix | str | None = None
@@ -95,6 +106,8 @@ class AdvancedQuantizationParameters:
     bias_correction_threshold: float | None = None
     inference_requests: int | None = None
     show_progress: bool | None = None
+    smooth_quant: bool | None = None
+    smooth_quant_alphas: AdvancedSmoothQuantParameters = AdvancedSmoothQuantParameters()
 
     def normalized(self) -> "AdvancedQuantizationParameters":
         """A copy with strings parsed into enums and every value checked."""
@@ -118,6 +131,17 @@ class AdvancedQuantizationParameters:
                 or not isinstance(self.bias_correction_threshold, float | int) or self.bias_correction_threshold < 0):
             raise ParameterError(f"advanced_parameters.bias_correction_threshold={self.bias_correction_threshold!r} "
                                  "must be a non-negative number or None.")
+        alphas = self.smooth_quant_alphas
+        if not isinstance(alphas, AdvancedSmoothQuantParameters) or not all(
+                isinstance(a, float | int) and not isinstance(a, bool) for a in (alphas.matmul, alphas.convolution)):
+            raise ParameterError("advanced_parameters.smooth_quant_alphas must be an "
+                                 "AdvancedSmoothQuantParameters(matmul=..., convolution=...) of numbers.")
+        if alphas.matmul > 1 or alphas.convolution >= 0:
+            raise ParameterError(f"advanced_parameters.smooth_quant_alphas={alphas!r}: matmul must be <= 1 (negative "
+                                 "disables it) and convolution negative (convolutions are not smoothed).")
+        if self.smooth_quant is not None and not isinstance(self.smooth_quant, bool):
+            raise ParameterError(f"advanced_parameters.smooth_quant must be True, False or None, not "
+                                 f"{self.smooth_quant!r}.")
         for name in ("quantize_outputs", "disable_bias_correction"):
             if not isinstance(getattr(self, name), bool):
                 raise ParameterError(f"advanced_parameters.{name} must be True or False, "
@@ -128,7 +152,8 @@ class AdvancedQuantizationParameters:
             quantile_outlier_prob=float(self.quantile_outlier_prob),
             disable_bias_correction=self.disable_bias_correction,
             bias_correction_threshold=self.bias_correction_threshold,
-            inference_requests=self.inference_requests, show_progress=self.show_progress)
+            inference_requests=self.inference_requests, show_progress=self.show_progress,
+            smooth_quant=self.smooth_quant, smooth_quant_alphas=alphas)
 
     def as_dict(self) -> dict[str, str]:
         return {f.name: str(v) for f, v in zip(fields(self), asdict(self).values())}

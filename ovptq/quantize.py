@@ -9,12 +9,13 @@ from pathlib import Path
 
 import openvino as ov
 
-from ovptq import __version__, bias_correction
+from ovptq import __version__, bias_correction, smooth_quant
 from ovptq.calibrate import activation_params, statistics_requests
 from ovptq.dataset import Dataset
 from ovptq.errors import ModelError, ParameterError
 from ovptq.graph.graph import Graph, unique_names
 from ovptq.parameters import (AdvancedQuantizationParameters, ModelType, OverflowFix, QuantizationPreset,
+                              RangeEstimator,
                               TargetDevice)
 from ovptq.placement.placer import PlacementOptions, plan_quantizers
 from ovptq.placement.plan import QuantizationPlan
@@ -104,12 +105,24 @@ def quantize(model: ov.Model | str | Path, calibration_dataset: Dataset, *,
         recording, kept = calibration_dataset.recording(count)
         calibration_dataset, correction_dataset = recording, calibration_dataset.replay(kept)
 
+    smoothing = _smoothing_groups(graph, plan, model_type, advanced)
     requests = statistics_requests(plan, advanced.activations_range_estimator, advanced.quantile_outlier_prob, graph)
     all_requests = list(dict.fromkeys([*requests.values(), *bias_correction.statistics_requests(
-        graph, layers, requests, plan, full=not fast_bias_correction)]))
+        graph, layers, requests, plan, full=not fast_bias_correction), *(g.request() for g in smoothing)]))
     statistics, samples = collect_statistics(working, all_requests, calibration_dataset, subset_size,
                                              advanced.inference_requests, advanced.show_progress, core,
                                              mean_items=bias_correction.full_subset_size(subset_size))
+    input_scales, smoothed = {}, {}
+    for group in smoothing:
+        s = smooth_quant.scales(graph, group, statistics[group.request()], advanced.smooth_quant_alphas.matmul)
+        statistics[requests[group.quantizer]] = smooth_quant.smoothed_statistics(statistics[group.request()], s)
+        smoothed[group.quantizer] = smooth_quant.apply(graph, plan, group, s)
+        input_scales.update({layer: s for layer in group.layers})
+    if smoothing:
+        working.validate_nodes_and_infer_types()
+        graph = Graph(working)
+        log.info("SmoothQuant: %d tensors, 1/s folded into the producer for %d.", len(smoothing),
+                 sum(where != "Multiply" for where in smoothed.values()))
     by_name = {name: statistics[request] for name, request in requests.items()}
     params = activation_params(plan, by_name, advanced.activations_range_estimator)
 
@@ -118,7 +131,7 @@ def quantize(model: ov.Model | str | Path, calibration_dataset: Dataset, *,
     insert_activation_quantizers(graph, plan, params)
     magnitudes = bias_correction.input_magnitudes(graph, layers, statistics, requests, plan)
     corrections = _correct_biases(fp32_model, graph, layers, weights, statistics, magnitudes, correction_dataset,
-                                  subset_size, advanced, core)
+                                  subset_size, advanced, core, input_scales)
     working.validate_nodes_and_infer_types()
     _record(working, plan, samples, preset, target_device, subset_size, fast_bias_correction, model_type,
             ignored_scope, advanced, corrections)
@@ -127,15 +140,27 @@ def quantize(model: ov.Model | str | Path, calibration_dataset: Dataset, *,
     return working
 
 
+def _smoothing_groups(graph: Graph, plan: QuantizationPlan, model_type, advanced) -> list:
+    """SmoothQuant's tensors: on by default with model_type="transformer"; needs min/max range estimation."""
+    enabled = advanced.smooth_quant if advanced.smooth_quant is not None else model_type is ModelType.TRANSFORMER
+    if not enabled or advanced.smooth_quant_alphas.matmul < 0:
+        return []
+    if advanced.activations_range_estimator is RangeEstimator.MEAN_QUANTILE:
+        log.warning("SmoothQuant skipped: the quantile range estimator cannot be derived for the smoothed tensors; "
+                    "use minmax or mean_minmax to combine them.")
+        return []
+    return smooth_quant.smoothing_groups(graph, plan)
+
+
 def _correct_biases(fp32_model, graph, layers, weights, statistics, magnitudes, dataset, subset_size, advanced,
-                    core):
+                    core, input_scales):
     """Fast correction, then, when `fp32_model` is given (fast_bias_correction=False), the full one."""
     if not layers:
         return []
     fast = fp32_model is None
     biases = bias_correction.Biases(graph, layers)
     records, scales = bias_correction.fast_correction(graph, layers, weights, statistics, biases, magnitudes,
-                                                      advanced.bias_correction_threshold)
+                                                      advanced.bias_correction_threshold, input_scales)
     if not fast:
         records = bias_correction.full_correction(
             fp32_model, graph, layers, scales, biases, weights, statistics, dataset,

@@ -260,3 +260,29 @@ def conv_attention() -> ov.Model:
     no_mask = ops.constant(np.zeros((1, 1, 1, 32), np.float32), name="no_mask")
     y = attention_layer(seq, no_mask, 16, 2, "neck/", seed=10)
     return model(linear(y, 10, "head", seed=20), x)
+
+
+def pre_norm_block(hidden: int = 16) -> ov.Model:
+    """Pre-LayerNorm feed-forward: x + ffn2(gelu(ffn1(LN(x)))), then a MatMul + bias chain with no activation
+    (proj1 -> proj2) and a weight shared by two MatMuls, one of them reading a Sigmoid (not smoothable)."""
+    x = ops.parameter([-1, -1, hidden], np.float32, name="x")
+    normed = layer_norm(x, "ln")
+    ffn = ops.gelu(linear(normed, 2 * hidden, "ffn1", 1), "erf", name="gelu")
+    y = ops.add(x, linear(ffn, hidden, "ffn2", 2), name="residual")
+    chain = linear(linear(y, hidden, "proj1", 3), hidden, "proj2", 4)
+    shared = ops.constant((_rng(5).standard_normal((hidden, hidden)) * 0.3).astype(np.float32), name="shared/weight")
+    a = ops.matmul(chain, shared, False, False, name="shared_a")
+    b = ops.matmul(ops.sigmoid(chain, name="gate"), shared, False, False, name="shared_b")
+    return model([ops.add(a, b, name="out")], x)
+
+
+def outlier_sequences(count: int, hidden: int = 16, seed: int = 0) -> list[np.ndarray]:
+    """[1, T, hidden] inputs whose features 3 and 11 carry 30x outliers, as transformer activations do."""
+    rng = np.random.default_rng(seed)
+    result = []
+    for i in range(count):
+        x = rng.standard_normal((1, 5 + i % 4, hidden)).astype(np.float32)
+        x[..., 3] *= 30
+        x[..., 11] *= 30
+        result.append(x)
+    return result

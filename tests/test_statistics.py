@@ -144,3 +144,15 @@ def test_per_sample_means_keep_one_row_per_sample_of_the_first_items():
     expected = [v.mean(axis=(0, 2, 3)) for v in relu_values(model, samples[:4])]
     assert stats[rows].shape == (4, len(expected[0]))
     np.testing.assert_allclose(stats[rows], expected, rtol=1e-5)
+
+
+def test_per_channel_rows_along_the_last_axis():
+    x = ops.parameter([-1, -1, 4], np.float32, name="x")
+    model = ov.Model([ops.result(ops.relu(x, name="relu"))], [x])
+    samples = [np.random.default_rng(i).standard_normal((1, 3 + i, 4)).astype(np.float32) for i in range(5)]
+    request = TensorRequest("x", 0, per_channel=True, axis=-1, rows=True)
+    stats, _ = collect_statistics(model, [request], Dataset(samples), subset_size=300)
+    mins, maxs = stats[request].rows
+    np.testing.assert_allclose(mins, [s[0].min(axis=0) for s in samples])
+    np.testing.assert_allclose(maxs, [s[0].max(axis=0) for s in samples])
+    np.testing.assert_allclose(stats[request].global_max, np.max([s[0].max(axis=0) for s in samples], axis=0))

@@ -35,4 +35,4 @@ def test_dynamic_shapes_and_integer_inputs_quantize_and_run_int8(model_type):
     for fq in (op for op in int8.get_ordered_ops() if op.get_type_name() == "FakeQuantize"):
         assert fq.input_value(0).get_element_type().is_real()   # nothing quantized on the int64 mask path
     for item in items(4, seed=1):
-        assert cosine(builders.infer(int8, item)[0], builders.infer(model, item)[0]) > 0.997
+        assert cosine(builders.infer(int8, item)[0], builders.infer(model, item)[0]) > 0.995

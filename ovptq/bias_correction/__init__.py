@@ -70,19 +70,24 @@ def _weight_l1(graph: Graph, layer: Layer, weight: np.ndarray) -> np.ndarray:
 
 
 def fast_correction(graph: Graph, layers: list[Layer], weights: dict, stats: dict, biases: Biases,
-                    magnitudes: dict[str, float],
-                    threshold: float | None = None) -> tuple[list[Correction], dict[str, np.ndarray]]:
+                    magnitudes: dict[str, float], threshold: float | None = None,
+                    input_scales: dict[str, np.ndarray] | None = None) -> tuple[list[Correction], dict[str, np.ndarray]]:
     """Correct each layer's bias by the exact mean error of its int8 weights on the calibration data.
 
     Returns the records and, per layer, the output scale of the acceptance rule: sum |W[o]| x the input's
-    magnitude, the largest |y - b| the channel reaches on typical inputs.
+    magnitude, the largest |y - b| the channel reaches on typical inputs. `input_scales` holds SmoothQuant's s
+    of the MatMuls whose input became x / s (their measured input means are of x).
     """
+    input_scales = input_scales or {}
     threshold = FAST_THRESHOLD if threshold is None else threshold
     records, scales = [], {}
     for layer in layers:
         weight, dequantized = weights[layer.node].values()
         scales[layer.node] = _weight_l1(graph, layer, weight) * magnitudes[layer.node]
-        shift = weight_error_shift(graph, layer, weight, dequantized, stats[layer.input_request(graph)])
+        input_mean = stats[layer.input_request(graph)]
+        if layer.node in input_scales:
+            input_mean = input_mean / input_scales[layer.node]
+        shift = weight_error_shift(graph, layer, weight, dequantized, input_mean)
         applied, record = accept(layer, shift, scales[layer.node], threshold, "fast", biases.has_bias(layer))
         biases.add(layer, applied)
         records.append(record)

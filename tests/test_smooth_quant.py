@@ -1,0 +1,83 @@
+"""SmoothQuant: exact FP32 equivalence, folding into LayerNorm and linear producers, exact smoothed statistics."""
+
+import builders
+import numpy as np
+import pytest
+
+import ovptq
+from ovptq import smooth_quant
+from ovptq.dataset import Dataset
+from ovptq.graph.graph import Graph
+from ovptq.placement.placer import PlacementOptions, plan_quantizers
+from ovptq.statistics.collect import collect_statistics
+
+SAMPLES = builders.outlier_sequences(8)
+
+
+def smoothed(model, alpha=0.95):
+    """Apply SmoothQuant alone to a copy of `model`; return (copy, plan, {group tensor: where 1/s went}, stats)."""
+    working = model.clone()
+    graph = Graph(working)
+    plan = plan_quantizers(graph, {}, PlacementOptions(symmetric_activations=False, transformer=True))
+    groups = smooth_quant.smoothing_groups(graph, plan)
+    stats, _ = collect_statistics(working, [g.request() for g in groups], Dataset(SAMPLES), 300)
+    where, scales = {}, {}
+    for group in groups:
+        scales[group.producer] = smooth_quant.scales(graph, group, stats[group.request()], alpha)
+        where[group.producer] = smooth_quant.apply(graph, plan, group, scales[group.producer])
+    working.validate_nodes_and_infer_types()
+    return working, plan, where, stats, scales, groups
+
+
+def test_smoothing_keeps_fp32_outputs_and_folds_where_it_can():
+    model = builders.pre_norm_block()
+    working, plan, where, *_ = smoothed(model)
+    # LN output read only by ffn1: into gamma/beta; proj1 + bias read only by proj2: into proj1; GELU: a Multiply
+    assert where == {"ln/beta": "ln/gamma", "proj1/bias": "proj1", "gelu": "Multiply", "residual": "Multiply"}
+    assert not any(q.producer == "chain" for q in plan.activations)
+    multiplies = [op.get_friendly_name() for op in working.get_ordered_ops()
+                  if op.get_friendly_name().endswith("/smooth_quant")]
+    assert sorted(multiplies) == ["gelu/smooth_quant", "residual/smooth_quant"]
+    for sample in builders.outlier_sequences(3, seed=7):
+        np.testing.assert_allclose(builders.infer(working, sample)[0], builders.infer(model, sample)[0],
+                                   rtol=1e-4, atol=1e-4 * np.abs(builders.infer(model, sample)[0]).max())
+
+
+def test_shared_weight_read_by_an_unsmoothable_tensor_is_left_alone():
+    *_, groups = smoothed(builders.pre_norm_block())
+    assert all("shared_a" not in g.layers and "shared_b" not in g.layers for g in groups)
+
+
+def test_smoothed_statistics_are_those_of_x_over_s():
+    model = builders.pre_norm_block()
+    _, _, _, stats, scales, groups = smoothed(model)
+    group = next(g for g in groups if g.producer == "ln/beta")
+    s = scales["ln/beta"]
+    result = smooth_quant.smoothed_statistics(stats[group.request()], s)
+    probe = builders.model(next(op for op in model.get_ordered_ops()
+                                if op.get_friendly_name() == "ln/beta").output(0), model.get_parameters())
+    values = [builders.infer(probe, x)[0] / s for x in SAMPLES]
+    assert result.global_max == pytest.approx(max(v.max() for v in values), rel=1e-5)
+    assert result.mean_min == pytest.approx(np.mean([v.min() for v in values]), rel=1e-5)
+    assert result.mean_absmax == pytest.approx(np.mean([np.abs(v).max() for v in values]), rel=1e-5)
+    # outlier features got the largest s: the flatter per-feature range is the point
+    assert set(np.argsort(s)[-2:]) == {3, 11}
+
+
+def test_smooth_quant_switch_and_it_lowers_the_error_of_outlier_features():
+    model = builders.pre_norm_block()
+    sample = builders.outlier_sequences(1, seed=9)[0]
+    reference = builders.infer(model, sample)[0]
+    errors = {}
+    for smooth in (True, False):
+        advanced = ovptq.AdvancedQuantizationParameters(smooth_quant=smooth)
+        int8 = ovptq.quantize(model, ovptq.Dataset(SAMPLES), model_type="transformer", advanced_parameters=advanced)
+        assert ("gelu/smooth_quant" in {op.get_friendly_name() for op in int8.get_ordered_ops()}) is smooth
+        errors[smooth] = np.abs(builders.infer(int8, sample)[0] - reference).max() / np.abs(reference).max()
+    assert errors[True] < 0.8 * errors[False] and errors[True] < 0.05
+
+
+def test_bad_smooth_quant_alphas_are_rejected():
+    bad = ovptq.AdvancedQuantizationParameters(smooth_quant_alphas=ovptq.AdvancedSmoothQuantParameters(convolution=0.5))
+    with pytest.raises(ovptq.errors.ParameterError, match="convolution negative"):
+        ovptq.quantize(builders.pre_norm_block(), ovptq.Dataset(SAMPLES), advanced_parameters=bad)
