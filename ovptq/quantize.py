@@ -134,7 +134,7 @@ def quantize(model: ov.Model | str | Path, calibration_dataset: Dataset, *,
                                   subset_size, advanced, core, input_scales)
     working.validate_nodes_and_infer_types()
     _record(working, plan, samples, preset, target_device, subset_size, fast_bias_correction, model_type,
-            ignored_scope, advanced, corrections)
+            ignored_scope, advanced, corrections, smoothed)
     log.info("Quantized %d activations and %d weights with %d calibration samples in %.1f s.",
              len(plan.activations), len(plan.weights), samples, time.perf_counter() - started)
     return working
@@ -174,7 +174,7 @@ def _correct_biases(fp32_model, graph, layers, weights, statistics, magnitudes, 
 
 
 def _record(model: ov.Model, plan: QuantizationPlan, samples: int, preset, target_device, subset_size,
-            fast_bias_correction, model_type, ignored_scope, advanced, corrections) -> None:
+            fast_bias_correction, model_type, ignored_scope, advanced, corrections, smoothed) -> None:
     values = {"version": __version__, "quantization/preset": preset, "quantization/target_device": target_device,
               "quantization/subset_size": subset_size, "quantization/samples_used": samples,
               "quantization/fast_bias_correction": fast_bias_correction,
@@ -186,4 +186,6 @@ def _record(model: ov.Model, plan: QuantizationPlan, samples: int, preset, targe
     for key, value in advanced.as_dict().items():
         values[f"quantization/advanced_parameters/{key}"] = value
     values["bias_correction"] = json.dumps([c.as_dict() for c in corrections])
+    values["smooth_quant"] = json.dumps(smoothed)  # quantizer -> the op that took 1/s, or "Multiply"
+    values["transformer_rules"] = json.dumps(plan.float_rules)
     write_rt_info(model, values)

@@ -81,3 +81,12 @@ def test_bad_smooth_quant_alphas_are_rejected():
     bad = ovptq.AdvancedQuantizationParameters(smooth_quant_alphas=ovptq.AdvancedSmoothQuantParameters(convolution=0.5))
     with pytest.raises(ovptq.errors.ParameterError, match="convolution negative"):
         ovptq.quantize(builders.pre_norm_block(), ovptq.Dataset(SAMPLES), advanced_parameters=bad)
+
+
+def test_rt_info_records_smoothing_and_transformer_rules():
+    import json
+    int8 = ovptq.quantize(builders.pre_norm_block(), ovptq.Dataset(SAMPLES), model_type="transformer")
+    smoothed = json.loads(int8.get_rt_info(["ovptq", "smooth_quant"]).astype(str))
+    assert sorted(smoothed.values()) == ["Multiply", "Multiply", "ln/gamma", "proj1"]
+    rules = json.loads(int8.get_rt_info(["ovptq", "transformer_rules"]).astype(str))
+    assert rules["residual"].startswith("model_type=transformer")
