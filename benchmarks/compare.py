@@ -142,7 +142,8 @@ def write_results(rows: list[dict], command: str, started: float, out: Path, var
                 f"({summary['minutes']:.0f} min).", "", *table(rows), "", "All metrics:", "", *metrics_table(rows),
                 "", "Where the data comes from:", "", *(f"- `{r['model']}`: {r['data_note']}" for r in rows)]
     if variants:
-        markdown += ["", "Bias correction variants (headline metric, quantize wall time):", "", *variants_table(rows)]
+        markdown += ["", "Variants: bias correction modes and model_type=\"transformer\" (headline metric, quantize "
+                     "wall time):", "", *variants_table(rows)]
     (out / "compare.md").write_text("\n".join(markdown) + "\n")
     return markdown
 

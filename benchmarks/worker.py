@@ -2,7 +2,8 @@
 
     python -m benchmarks.worker VARIANT FP32.xml CALIBRATION_DIR OUT.xml REPORT.json [--subset-size N]
 
-VARIANT is ovptq or nncf, optionally with _full (full bias correction) or _nobc (no bias correction).
+VARIANT is ovptq or nncf, optionally with _full (full bias correction), _nobc (no bias correction) or _transformer
+(model_type="transformer").
 
 CALIBRATION_DIR holds item_00000.npz, ... (one dataset item each), read lazily while the tool iterates, so the
 data itself does not inflate peak memory. The wall time covers the quantize call only.
@@ -53,13 +54,16 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-# A variant is a tool with its bias correction mode: "fast" (the default of both tools), "full" or "none".
-VARIANTS = ["nncf", "ovptq", "nncf_full", "ovptq_full", "nncf_nobc", "ovptq_nobc"]
+# A variant is a tool with its bias correction mode: "fast" (the default of both tools), "full" or "none"; or with
+# model_type="transformer" forced ("_transformer").
+VARIANTS = ["nncf", "ovptq", "nncf_full", "ovptq_full", "nncf_nobc", "ovptq_nobc", "nncf_transformer",
+            "ovptq_transformer"]
 
 
 def quantize(variant: str, model: ov.Model, items: DiskItems, subset_size: int, model_type: str | None = None):
     tool, _, mode = variant.partition("_")
     fast = mode != "full"
+    model_type = "transformer" if mode == "transformer" else model_type
     if tool == "ovptq":
         import ovptq
         advanced = ovptq.AdvancedQuantizationParameters(disable_bias_correction=mode == "nobc")
