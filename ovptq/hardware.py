@@ -67,8 +67,8 @@ _ARITHMETIC = frozenset({"Add", "Multiply", "Subtract", "Divide"})
 
 @dataclass(frozen=True)
 class FloatRule:
-    """Transformer structure that stays float: ops of type `ops` take no input quantizers when their output
-    reaches an op of `feeds`, or their input comes from an op of `fed_by`, walking only through `through`.
+    """Transformer structure that stays float: ops of type `ops` take no quantizers (inputs or weights) when their
+    output reaches an op of `feeds`, or their input comes from an op of `fed_by`, walking only through `through`.
     "normalisation" in `feeds` / `fed_by` stands for MVN and decomposed LayerNorms."""
 
     name: str
@@ -89,6 +89,9 @@ TRANSFORMER_RULES = (
     FloatRule("attention scores on their way to Softmax", _ARITHMETIC, feeds=frozenset({"Softmax"}),
               through=AGNOSTIC_TYPES | _ARITHMETIC, two_activations=True),
     FloatRule("Softmax x V", frozenset({"MatMul"}), fed_by=frozenset({"Softmax"}), two_activations=True),
+    # positions x inverse frequencies -> cos / sin: 8 bits cannot hold the angles (weights stay float too)
+    FloatRule("rotary embedding angles", frozenset({"MatMul", "Multiply"}), feeds=frozenset({"Cos", "Sin"}),
+              through=AGNOSTIC_TYPES | {"Concat"}),
 )
 
 # With model_type="transformer", these op types take no input quantizers anywhere (NNCF's TRANSFORMER list):

@@ -286,3 +286,17 @@ def outlier_sequences(count: int, hidden: int = 16, seed: int = 0) -> list[np.nd
         x[..., 11] *= 30
         result.append(x)
     return result
+
+
+def rotary_block(hidden: int = 8) -> ov.Model:
+    """Rotary position embedding: angles = positions x inverse frequencies (a MatMul with a constant), then
+    cos / sin rotate the input; the result feeds a linear layer."""
+    x = ops.parameter([1, 6, hidden], np.float32, name="x")
+    positions = ops.parameter([1, 6, 1], np.float32, name="positions")
+    inverse_frequencies = (1.0 / 10000 ** (np.arange(0, hidden // 2) / (hidden // 2))).astype(np.float32)
+    angles = ops.matmul(positions, ops.constant(inverse_frequencies[None, :], name="inv_freq"), False, False,
+                        name="angles")
+    angles = ops.concat([angles, angles], -1, name="angles/both")
+    rotated = ops.add(ops.multiply(x, ops.cos(angles, name="cos"), name="x_cos"),
+                      ops.multiply(x, ops.sin(angles, name="sin"), name="x_sin"), name="rotated")
+    return model(linear(rotated, hidden, "proj"), [x, positions])

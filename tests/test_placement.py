@@ -162,3 +162,10 @@ def test_attention_inside_a_cnn_gets_the_transformer_rules_there_and_cnn_rules_e
     assert {"image:0", "stem/relu:0", "conv2/relu:0"} <= set(plan.summary()["activations"])
     # the CNN residual block keeps its rules: both Add inputs quantized
     assert {"conv3/bias:0", "relu1:0"} <= tensors(plan_of(builders.residual_block()))
+
+
+def test_rotary_embedding_angles_stay_float_weights_included():
+    plan = plan_of(builders.rotary_block())
+    assert plan.float_rules == {"angles": "rotary embedding angles"}
+    assert [w.node for w in plan.weights] == ["proj"]
+    assert "positions:0" not in plan.summary()["activations"]

@@ -61,7 +61,7 @@ def plan_quantizers(graph: Graph, ignored: dict[str, str], options: PlacementOpt
     requests = _initial_requests(graph, ignored, fused_nodes(graph, matches) | set(float_rules),
                                  options.quantize_outputs)
     activations, merged_groups = _propagate(graph, requests, ignored)
-    weights = _weight_quantizers(graph, ignored, options.overflow_fix)
+    weights = _weight_quantizers(graph, {**ignored, **float_rules}, options.overflow_fix)
     activations = _finalize(activations, merged_groups, options.symmetric_activations)
     return QuantizationPlan(activations, weights, dict(ignored), float_rules)
 
