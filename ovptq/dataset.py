@@ -167,6 +167,7 @@ def bind_inputs(item: Any, inputs: list[ModelInput], index: int) -> list[dict[st
     arrays = {name: _to_numpy(value) for name, value in _by_input(item, inputs, index).items()}
     bound: dict[str, np.ndarray] = {}
     pieces = 1
+    batches: dict[str, int] = {}  # model-size batches each input holds
     for model_input in inputs:
         array = _cast(arrays[model_input.name], model_input, index)
         expected = model_input.shape
@@ -180,12 +181,17 @@ def bind_inputs(item: Any, inputs: list[ModelInput], index: int) -> list[dict[st
                 raise DatasetError(f"Dataset item {index}: the inputs disagree on the number of samples "
                                    f"(input '{model_input.name}' holds {split} batches of the model's size).")
             pieces = split
+        batches[model_input.name] = 1 if _fits(array.shape, expected) else pieces
         if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
             raise DatasetError(f"Dataset item {index}: input '{model_input.name}' holds NaN or Inf values. Clean the "
                                "calibration data (or its normalisation in transform_fn).")
         bound[model_input.name] = array
     if pieces == 1:
         return [bound]
+    if len({count for name, count in batches.items() if bound[name].ndim}) > 1:
+        held = ", ".join(f"'{name}' {count}" for name, count in batches.items())
+        raise DatasetError(f"Dataset item {index}: the inputs disagree on the number of samples (model-size batches "
+                           f"per input: {held}). Give every input the same batch.")
     return [{name: np.ascontiguousarray(a.reshape(pieces, -1, *a.shape[1:])[k]) if a.ndim else a
              for name, a in bound.items()} for k in range(pieces)]
 

@@ -142,6 +142,9 @@ class AdvancedQuantizationParameters:
         if self.smooth_quant is not None and not isinstance(self.smooth_quant, bool):
             raise ParameterError(f"advanced_parameters.smooth_quant must be True, False or None, not "
                                  f"{self.smooth_quant!r}.")
+        if self.show_progress is not None and not isinstance(self.show_progress, bool):
+            raise ParameterError(f"advanced_parameters.show_progress must be True, False or None, not "
+                                 f"{self.show_progress!r}.")
         for name in ("quantize_outputs", "disable_bias_correction"):
             if not isinstance(getattr(self, name), bool):
                 raise ParameterError(f"advanced_parameters.{name} must be True or False, "

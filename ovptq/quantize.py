@@ -12,7 +12,7 @@ import openvino as ov
 from ovptq import __version__, bias_correction, smooth_quant
 from ovptq.calibrate import activation_params, statistics_requests
 from ovptq.dataset import Dataset
-from ovptq.errors import ModelError, ParameterError
+from ovptq.errors import ModelError, ParameterError, UnsupportedModelError
 from ovptq.graph.graph import Graph, unique_names
 from ovptq.parameters import (AdvancedQuantizationParameters, ModelType, OverflowFix, QuantizationPreset,
                               RangeEstimator,
@@ -84,6 +84,7 @@ def quantize(model: ov.Model | str | Path, calibration_dataset: Dataset, *,
                              f"{type(calibration_dataset).__name__}; wrap the data: ovptq.Dataset(data, transform_fn).")
     core = ov.Core()
     working = load_model(model, core).clone()
+    _refuse_quantized(working)
     renamed = unique_names(working)
     graph = Graph(working)
 
@@ -138,6 +139,15 @@ def quantize(model: ov.Model | str | Path, calibration_dataset: Dataset, *,
     log.info("Quantized %d activations and %d weights with %d calibration samples in %.1f s.",
              len(plan.activations), len(plan.weights), samples, time.perf_counter() - started)
     return working
+
+
+def _refuse_quantized(model: ov.Model) -> None:
+    """A model that already holds FakeQuantize ops is refused: quantizing it again would stack quantizers."""
+    quantizers = [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "FakeQuantize"]
+    if quantizers:
+        raise UnsupportedModelError(
+            f"The model is already quantized: it holds {len(quantizers)} FakeQuantize ops (e.g. '{quantizers[0]}'). "
+            "Quantize the FP32 model instead.")
 
 
 def _smoothing_groups(graph: Graph, plan: QuantizationPlan, model_type, advanced) -> list:

@@ -95,7 +95,8 @@ def apply(graph: Graph, plan: QuantizationPlan, group: SmoothGroup, s: np.ndarra
     if folded:
         return folded
     output = graph.op(group.producer).output(group.port)
-    multiply = ops.multiply(output, ops.constant((1.0 / s).astype(np.float32)), name=f"{group.producer}/smooth_quant")
+    inverse = ops.constant((1.0 / s).astype(np.float32), name=f"{group.producer}/smooth_quant/inverse")
+    multiply = ops.multiply(output, inverse, name=f"{group.producer}/smooth_quant")
     for node in group.layers:
         graph.op(node).input(0).replace_source_output(multiply.output(0))
     index = next(i for i, q in enumerate(plan.activations) if q.name == group.quantizer)
@@ -165,4 +166,5 @@ def _constant(graph: Graph, node: str, port: int, features: int) -> np.ndarray |
 
 
 def _set_input(graph: Graph, node: str, port: int, value: np.ndarray) -> None:
-    graph.op(node).input(port).replace_source_output(ops.constant(np.ascontiguousarray(value, np.float32)).output(0))
+    constant = ops.constant(np.ascontiguousarray(value, np.float32), name=f"{node}/smooth_quant/input_{port}")
+    graph.op(node).input(port).replace_source_output(constant.output(0))

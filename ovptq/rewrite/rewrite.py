@@ -25,20 +25,20 @@ def insert_activation_quantizers(graph: Graph, plan: QuantizationPlan, params: d
         output = graph.op(q.producer).output(q.port)
         fq_params = params[q.name]
         rank = output.get_partial_shape().rank.get_length()
-        low, high = _range_constants(fq_params, rank, q.per_channel, output.get_element_type())
+        low, high = _range_constants(fq_params, rank, q.per_channel, output.get_element_type(), q.name)
         fq = ops.fake_quantize(output, low, high, low, high, fq_params.levels, name=q.name)
         for consumer in q.consumers:
             graph.op(consumer.node).input(consumer.port).replace_source_output(fq.output(0))
     return len(plan.activations)
 
 
-def _range_constants(params: FQParams, rank: int, per_channel: bool, element_type: ov.Type):
+def _range_constants(params: FQParams, rank: int, per_channel: bool, element_type: ov.Type, name: str):
+    """The FakeQuantize's low and high constants, named after it (unnamed ops get process-global counter names,
+    which would make two runs' IRs differ)."""
     dtype = numpy_dtype(element_type) if element_type.is_real() else np.float32
-    if per_channel:
-        shape = [1, -1] + [1] * (rank - 2)
-        return (ops.constant(np.asarray(params.low, dtype).reshape(shape)),
-                ops.constant(np.asarray(params.high, dtype).reshape(shape)))
-    return ops.constant(np.asarray(params.low, dtype).reshape(())), ops.constant(np.asarray(params.high, dtype).reshape(()))
+    shape = [1, -1] + [1] * (rank - 2) if per_channel else []
+    return (ops.constant(np.asarray(params.low, dtype).reshape(shape), name=f"{name}/low"),
+            ops.constant(np.asarray(params.high, dtype).reshape(shape), name=f"{name}/high"))
 
 
 def weight_params(graph: Graph, quantizer: WeightQuantizer, estimator: RangeEstimator,
