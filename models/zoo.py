@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import openvino as ov
+
+from ovptq.files import save_model
 
 from .metrics import output_match
 
@@ -132,15 +133,9 @@ class ModelSpec:
         path = cache_dir() / f"{self.name}.v{self.version}.xml"
         if path.exists() and path.with_suffix(".bin").exists():
             return path
-        path.parent.mkdir(parents=True, exist_ok=True)
         with quiet_ovc_telemetry():
             model = self.build()
-        with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{self.name}-") as tmp:
-            tmp_xml = Path(tmp) / path.name
-            ov.save_model(model, str(tmp_xml), compress_to_fp16=False)
-            os.replace(tmp_xml.with_suffix(".bin"), path.with_suffix(".bin"))
-            os.replace(tmp_xml, path)
-        return path
+        return save_model(model, path)
 
     def calibration_items(self, n: int, seed: int = 0) -> List[Item]:
         """n inputs ({input_name: float32 array with batch 1}) from the calibration pool."""

@@ -28,6 +28,8 @@ class RuntimeLayer:
     kernel: str
     original_names: tuple[str, ...]
     ir_name: str = ""  # the Convolution / MatMul op of the IR that this layer executes, when there is one
+    input_precisions: tuple[str, ...] = ()
+    output_precision: str = ""
 
     @property
     def is_int8(self) -> bool:
@@ -37,6 +39,7 @@ class RuntimeLayer:
 @dataclass
 class Int8Report:
     layers: list[RuntimeLayer] = field(default_factory=list)
+    fake_quantize_ops: int = 0  # FakeQuantize ops in the IR (0: an unquantized model)
 
     @property
     def linear(self) -> list[RuntimeLayer]:
@@ -58,6 +61,59 @@ class Int8Report:
     def coverage(self) -> float:
         """Share of Convolution / FullyConnected / MatMul layers running an int8 kernel."""
         return len(self.int8_linear) / len(self.linear) if self.linear else 0.0
+
+    @property
+    def precision_reorders(self) -> list[RuntimeLayer]:
+        """Reorders that convert between precisions (not just layouts): each is a memory pass at a precision
+        boundary, e.g. where an int8 region hands over to float."""
+        return [layer for layer in self.layers if layer.layer_type == "Reorder" and layer.input_precisions
+                and layer.output_precision and layer.input_precisions[0] != layer.output_precision]
+
+    def verdict(self) -> str:
+        if not self.linear:
+            return "NO LINEAR LAYERS: the model has no Convolution / FullyConnected / MatMul layer to run in int8."
+        if not self.fake_quantize_ops and not self.int8_linear:
+            return "FLOAT: the model holds no FakeQuantize; quantize it first (ovptq quantize)."
+        if not self.float_linear and not self.standalone_fake_quantize:
+            return (f"INT8: all {len(self.linear)} Convolution / FullyConnected / MatMul layers run int8 kernels and "
+                    "every FakeQuantize is fused.")
+        return (f"PARTIAL INT8: {len(self.float_linear)} of {len(self.linear)} Convolution / FullyConnected / MatMul "
+                f"layers run in float; {len(self.standalone_fake_quantize)} FakeQuantize run as separate float "
+                "layers.")
+
+    def hints(self) -> list[str]:
+        hints = []
+        if self.standalone_fake_quantize:
+            hints.append("A FakeQuantize left as its own layer was not fused into an int8 kernel: per-channel "
+                         "activation ranges in front of a non-depthwise layer, a zero point on an activation x "
+                         "activation MatMul or a deconvolution, or an op between it and the layer that the plugin "
+                         "cannot pass through. Re-quantize with ovptq, or ignore the layer (IgnoredScope).")
+        if self.float_linear and self.fake_quantize_ops:
+            hints.append("Layers in float with quantizers in the model: their inputs or weights are not quantized, "
+                         "or quantized in a form the kernel does not take (see the list above).")
+        if len(self.precision_reorders) > max(4, len(self.linear) // 2):
+            hints.append(f"{len(self.precision_reorders)} Reorders convert between precisions: many switches "
+                         "between int8 and float regions cost memory passes.")
+        return hints
+
+    def table(self) -> str:
+        """Every runtime layer: name, type, precision, kernel."""
+        rows = [f"{'layer':<48} {'type':<18} {'precision':<9} kernel"]
+        for layer in self.layers:
+            if layer.layer_type in ("Const", "Input", "Output"):
+                continue
+            rows.append(f"{layer.name[-48:]:<48} {layer.layer_type:<18} {layer.precision:<9} {layer.kernel}")
+        return "\n".join(rows)
+
+    def as_dict(self) -> dict:
+        return {"verdict": self.verdict(), "hints": self.hints(), "coverage": self.coverage,
+                "linear_layers": len(self.linear), "int8_linear_layers": len(self.int8_linear),
+                "float_linear": [layer.name for layer in self.float_linear],
+                "standalone_fake_quantize": [layer.name for layer in self.standalone_fake_quantize],
+                "precision_reorders": len(self.precision_reorders),
+                "layers": [{"name": layer.name, "type": layer.layer_type, "precision": layer.precision,
+                            "kernel": layer.kernel} for layer in self.layers
+                           if layer.layer_type not in ("Const", "Input", "Output")]}
 
     def int8_names(self) -> set[str]:
         """Names of the IR's Convolution / MatMul ops that run in int8."""
@@ -85,11 +141,13 @@ def inspect(model: ov.Model | str | Path, device: str = "CPU", core: ov.Core | N
         model = core.read_model(str(model))
     linear_ops = {op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in IR_LINEAR_TYPES}
     compiled = core.compile_model(model, device)
-    report = Int8Report()
+    report = Int8Report(fake_quantize_ops=sum(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops()))
     for op in compiled.get_runtime_model().get_ordered_ops():
         rt = op.get_rt_info()
         names = tuple(n for n in _text(rt, "originalLayersNames").split(",") if n)
         ir_name = next((n for n in names if n in linear_ops), "")
-        report.layers.append(RuntimeLayer(op.get_friendly_name(), _text(rt, "layerType"),
-                                          _text(rt, "runtimePrecision"), _text(rt, "primitiveType"), names, ir_name))
+        report.layers.append(RuntimeLayer(
+            op.get_friendly_name(), _text(rt, "layerType"), _text(rt, "runtimePrecision"), _text(rt, "primitiveType"),
+            names, ir_name, tuple(i.get_element_type().get_type_name() for i in op.inputs()),
+            _text(rt, "outputPrecisions")))
     return report

@@ -1,0 +1,106 @@
+"""The `ovptq` command: quantize a model, prove it runs INT8, compare its speed.
+
+    ovptq quantize MODEL --data DATA -o OUT.xml [options]   # DATA: image folder, .npy / .npz, module:function
+    ovptq inspect MODEL.xml [--layers] [--json]            # the INT8 proof from the CPU runtime model
+    ovptq bench FP32.xml INT8.xml [...]                    # benchmark_app, alternating, median of rounds
+
+Exit code 0 on success, 1 on an ovptq error (the message says what to do), 2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from ovptq import bench
+
+log = logging.getLogger("ovptq")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ovptq", description="Post-training INT8 quantization for OpenVINO "
+                                     "models.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _quantize_parser(commands.add_parser("quantize", help="quantize a model to INT8 and save the IR"))
+    inspect = commands.add_parser("inspect", help="which layers the CPU runs in INT8")
+    inspect.add_argument("model", help="an IR (.xml) or .onnx model")
+    inspect.add_argument("--layers", action="store_true", help="also list every runtime layer")
+    inspect.add_argument("--json", action="store_true", help="print the report as JSON")
+    bench.add_arguments(commands.add_parser("bench", help="benchmark_app on FP32 and INT8 IRs, alternately"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s")
+    from ovptq.errors import OvptqError
+    try:
+        return {"quantize": _quantize, "inspect": _inspect, "bench": bench.run}[args.command](args)
+    except OvptqError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def _quantize_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="an IR (.xml with its .bin) or .onnx model")
+    parser.add_argument("--data", required=True, help="a folder of images, a .npy ([N, ...]) or .npz (one [N, ...] "
+                                                      "array per input name) file, or module:function")
+    parser.add_argument("-o", "--output", required=True, help="the INT8 IR to write (.xml; the .bin goes beside)")
+    parser.add_argument("--preset", choices=["performance", "mixed"])
+    parser.add_argument("--subset-size", type=int, default=300)
+    parser.add_argument("--model-type", choices=["transformer"])
+    parser.add_argument("--ignore-names", nargs="+", default=[], metavar="NAME")
+    parser.add_argument("--ignore-types", nargs="+", default=[], metavar="TYPE")
+    parser.add_argument("--ignore-patterns", nargs="+", default=[], metavar="REGEX")
+    correction = parser.add_mutually_exclusive_group()
+    correction.add_argument("--no-bias-correction", action="store_true")
+    correction.add_argument("--full-bias-correction", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (also OVPTQ_PROGRESS=0)")
+    images = parser.add_argument_group("image folders")
+    images.add_argument("--size", nargs=2, type=int, metavar=("HEIGHT", "WIDTH"),
+                        help="resize to (default: the model input's height and width)")
+    images.add_argument("--mean", nargs=3, type=float, default=[0.0, 0.0, 0.0], help="per channel, subtracted")
+    images.add_argument("--scale", nargs=3, type=float, default=[1.0, 1.0, 1.0], help="per channel, divided by")
+    images.add_argument("--layout", choices=["NCHW", "NHWC"], default="NCHW")
+    images.add_argument("--bgr", action="store_true", help="channels in BGR order (default RGB)")
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    import ovptq
+    from ovptq import cli_data, files
+    from ovptq.quantize import load_model
+    model = load_model(args.model)
+    options = cli_data.ImageOptions(tuple(args.size) if args.size else None, tuple(args.mean), tuple(args.scale),
+                                    args.layout, args.bgr)
+    items = cli_data.load(args.data, model, options)
+    scope = None
+    if args.ignore_names or args.ignore_types or args.ignore_patterns:
+        scope = ovptq.IgnoredScope(names=args.ignore_names, types=args.ignore_types, patterns=args.ignore_patterns)
+    advanced = ovptq.AdvancedQuantizationParameters(disable_bias_correction=args.no_bias_correction,
+                                                    show_progress=False if args.no_progress else None)
+    int8 = ovptq.quantize(model, ovptq.Dataset(items), preset=args.preset, subset_size=args.subset_size,
+                          fast_bias_correction=not args.full_bias_correction, model_type=args.model_type,
+                          ignored_scope=scope, advanced_parameters=advanced)
+    files.save_model(int8, args.output)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    import ovptq
+    from ovptq.quantize import load_model
+    report = ovptq.inspect(load_model(args.model))
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=1))
+        return 0
+    if args.layers:
+        print(report.table())
+        print()
+    print(report)
+    print(report.verdict())
+    for hint in report.hints():
+        print(f"hint: {hint}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""Files ovptq writes go to a temporary name beside the target and are moved into place, so a failure or an
+interrupt never leaves a half-written IR or report."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import openvino as ov
+
+
+def save_model(model: ov.Model, xml: str | Path, compress_to_fp16: bool = False) -> Path:
+    """`ov.save_model` with the .bin then the .xml moved into place only once both are written. FP32 constants
+    stay FP32 by default (OpenVINO would compress them to FP16)."""
+    xml = Path(xml)
+    if xml.suffix != ".xml":
+        raise ValueError(f"{xml}: an IR path ends in .xml")
+    xml.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=xml.parent, prefix=f".{xml.stem}-") as tmp:
+        staged = Path(tmp) / xml.name
+        ov.save_model(model, str(staged), compress_to_fp16=compress_to_fp16)
+        os.replace(staged.with_suffix(".bin"), xml.with_suffix(".bin"))
+        os.replace(staged, xml)
+    return xml
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}-", delete=False) as handle:
+        handle.write(text)
+    os.replace(handle.name, path)
+    return path

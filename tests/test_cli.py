@@ -1,0 +1,109 @@
+"""The `ovptq` command, run as a user would: as a subprocess, on files."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import builders
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+import pytest
+
+import ovptq
+
+ENV_OVERRIDES = {"CI": "true", "OVPTQ_PROGRESS": "0"}
+
+
+def ovptq_command(*args, cwd=None):
+    import os
+    env = {**os.environ, **ENV_OVERRIDES}
+    return subprocess.run([sys.executable, "-m", "ovptq.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=600)
+
+
+@pytest.fixture
+def fp32_ir(tmp_path):
+    path = tmp_path / "model.xml"
+    ov.save_model(builders.conv_relu(), path, compress_to_fp16=False)
+    return path
+
+
+def inspect_json(path):
+    done = ovptq_command("inspect", path, "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_quantize_an_image_folder_and_inspect_the_result(tmp_path, fp32_ir):
+    from PIL import Image
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    out = tmp_path / "int8.xml"
+    done = ovptq_command("quantize", fp32_ir, "--data", folder, "-o", out, "--mean", "127", "127", "127",
+                         "--scale", "64", "64", "64")
+    assert done.returncode == 0, done.stderr
+    assert out.exists() and out.with_suffix(".bin").exists()
+    report = inspect_json(out)
+    assert report["verdict"].startswith("INT8: all 2") and report["coverage"] == 1.0
+    assert ov.Core().read_model(out).get_rt_info(["ovptq", "quantization", "samples_used"]).astype(str) == "6"
+
+
+def test_quantize_a_npy_file_and_a_module_function(tmp_path, fp32_ir):
+    np.save(tmp_path / "data.npy", np.concatenate(builders.images(5)))
+    done = ovptq_command("quantize", fp32_ir, "--data", tmp_path / "data.npy", "-o", tmp_path / "a.xml",
+                         "--no-bias-correction", "--preset", "mixed")
+    assert done.returncode == 0, done.stderr
+    (tmp_path / "calibration.py").write_text(
+        "import numpy as np\n\ndef samples():\n    return (np.ones((1, 3, 16, 16), np.float32) * i for i in range(4))\n")
+    done = ovptq_command("quantize", fp32_ir, "--data", "calibration:samples", "-o", tmp_path / "b.xml",
+                         cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert inspect_json(tmp_path / "a.xml")["coverage"] == inspect_json(tmp_path / "b.xml")["coverage"] == 1.0
+    preset = ov.Core().read_model(tmp_path / "a.xml").get_rt_info(["ovptq", "quantization", "preset"]).astype(str)
+    assert preset == "mixed"
+
+
+def test_errors_exit_non_zero_with_the_message_and_write_nothing(tmp_path, fp32_ir):
+    done = ovptq_command("quantize", tmp_path / "missing.xml", "--data", tmp_path, "-o", tmp_path / "o.xml")
+    assert done.returncode == 1 and "error: " in done.stderr and "does not exist" in done.stderr
+    np.save(tmp_path / "bad.npy", np.zeros((2, 3, 5, 5), np.float32))
+    done = ovptq_command("quantize", fp32_ir, "--data", tmp_path / "bad.npy", "-o", tmp_path / "o.xml")
+    assert done.returncode == 1 and "expects shape [1,3,16,16]" in done.stderr
+    assert not list(tmp_path.glob("o.*")) and not list(tmp_path.glob(".o-*"))
+    done = ovptq_command("quantize", fp32_ir, "-o", tmp_path / "o.xml")
+    assert done.returncode == 2 and "--data" in done.stderr
+
+
+def test_inspect_verdicts_fp32_and_a_broken_placement(tmp_path, fp32_ir):
+    assert inspect_json(fp32_ir)["verdict"].startswith("FLOAT")
+    int8 = ovptq.quantize(builders.conv_relu(), ovptq.Dataset(builders.images(4)))
+    fq = next(op for op in int8.get_ordered_ops() if op.get_friendly_name() == "relu1/fq_output_0")
+    per_channel = np.linspace(1, 4, 8, dtype=np.float32).reshape(1, 8, 1, 1)  # per-channel activation ranges
+    for port, value in ((1, 0 * per_channel), (2, per_channel), (3, 0 * per_channel), (4, per_channel)):
+        fq.input(port).replace_source_output(ops.constant(value).output(0))
+    ov.save_model(int8, tmp_path / "broken.xml")
+    report = inspect_json(tmp_path / "broken.xml")
+    assert report["verdict"].startswith("PARTIAL INT8")
+    assert report["float_linear"] == ["conv2"]  # the per-channel FakeQuantize cost conv2 its int8 kernel
+    done = ovptq_command("inspect", tmp_path / "broken.xml", "--layers")
+    assert done.returncode == 0 and "hint: " in done.stdout and "Convolution" in done.stdout
+
+
+def test_bench_compares_the_irs(tmp_path, fp32_ir):
+    int8 = tmp_path / "int8.xml"
+    ov.save_model(ovptq.quantize(builders.conv_relu(), ovptq.Dataset(builders.images(4))), int8)
+    done = ovptq_command("bench", fp32_ir, int8, "--rounds", "1", "--seconds", "1")
+    assert done.returncode == 0, done.stderr
+    assert "speed-up" in done.stdout and "int8.xml" in done.stdout and "CPU:" in done.stdout
+
+
+def test_the_console_script_is_installed():
+    script = Path(sys.executable).parent / "ovptq"
+    assert script.exists()
+    done = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "quantize" in done.stdout
