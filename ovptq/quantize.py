@@ -71,19 +71,26 @@ def quantize(model: ov.Model | str | Path, calibration_dataset: Dataset, *,
              preset: QuantizationPreset | str | None = None, target_device: TargetDevice | str = TargetDevice.ANY,
              subset_size: int = 300, fast_bias_correction: bool = True, model_type: ModelType | str | None = None,
              ignored_scope: IgnoredScope | None = None,
-             advanced_parameters: AdvancedQuantizationParameters | None = None) -> ov.Model:
+             advanced_parameters: AdvancedQuantizationParameters | None = None,
+             statistics_path: str | Path | None = None) -> ov.Model:
     """Quantize `model` to INT8 with statistics from the first `subset_size` items of `calibration_dataset`.
 
     Returns a new `ov.Model`; the caller's model is not modified. Save it with `ov.save_model`.
+    With `statistics_path`, the statistics are saved there on the first run and read back (without an inference
+    pass) by later runs on the same model and data with other options; see `ovptq.statistics.cache`.
     """
     started = time.perf_counter()
     preset, target_device, model_type, advanced = _parse_options(
         preset, target_device, subset_size, fast_bias_correction, model_type, ignored_scope, advanced_parameters)
+    if statistics_path is not None and not isinstance(statistics_path, (str, Path)):
+        raise ParameterError(f"statistics_path must be a path (str or pathlib.Path) or None, not "
+                             f"{type(statistics_path).__name__}.")
     if not isinstance(calibration_dataset, Dataset):
         raise ParameterError(f"calibration_dataset must be an ovptq.Dataset, not "
                              f"{type(calibration_dataset).__name__}; wrap the data: ovptq.Dataset(data, transform_fn).")
     core = ov.Core()
-    working = load_model(model, core).clone()
+    original = load_model(model, core)
+    working = original.clone()
     _refuse_quantized(working)
     renamed = unique_names(working)
     graph = Graph(working)
@@ -110,9 +117,17 @@ def quantize(model: ov.Model | str | Path, calibration_dataset: Dataset, *,
     requests = statistics_requests(plan, advanced.activations_range_estimator, advanced.quantile_outlier_prob, graph)
     all_requests = list(dict.fromkeys([*requests.values(), *bias_correction.statistics_requests(
         graph, layers, requests, plan, full=not fast_bias_correction), *(g.request() for g in smoothing)]))
-    statistics, samples = collect_statistics(working, all_requests, calibration_dataset, subset_size,
-                                             advanced.inference_requests, advanced.show_progress, core,
-                                             mean_items=bias_correction.full_subset_size(subset_size))
+    if statistics_path is None:
+        statistics, samples = collect_statistics(working, all_requests, calibration_dataset, subset_size,
+                                                 advanced.inference_requests, advanced.show_progress, core,
+                                                 mean_items=bias_correction.full_subset_size(subset_size))
+    else:
+        # a file serves later runs with other options: also measure what full correction and SmoothQuant need
+        superset = list(dict.fromkeys([*all_requests, *bias_correction.statistics_requests(
+            graph, layers, requests, plan, full=True), *(g.request() for g in smooth_quant.smoothing_groups(
+                graph, plan))]))
+        statistics, samples = _cached_statistics(statistics_path, original, working, all_requests, superset,
+                                                 calibration_dataset, subset_size, advanced, core)
     input_scales, smoothed = {}, {}
     for group in smoothing:
         s = smooth_quant.scales(graph, group, statistics[group.request()], advanced.smooth_quant_alphas.matmul)
@@ -139,6 +154,25 @@ def quantize(model: ov.Model | str | Path, calibration_dataset: Dataset, *,
     log.info("Quantized %d activations and %d weights with %d calibration samples in %.1f s.",
              len(plan.activations), len(plan.weights), samples, time.perf_counter() - started)
     return working
+
+
+def _cached_statistics(path, original: ov.Model, working: ov.Model, requests: list, superset: list,
+                       dataset: Dataset, subset_size: int, advanced, core) -> tuple[dict, int]:
+    """Read the statistics from `path` if it exists (checking model and data), else collect and write them."""
+    from ovptq.statistics import cache
+    model_key = cache.model_fingerprint(original)
+    if Path(path).exists():
+        statistics, samples = cache.load(path, model_key, cache.data_fingerprint(dataset, subset_size), subset_size,
+                                         requests)
+        log.info("Statistics read from %s (%d samples): no inference pass.", path, samples)
+        return statistics, samples
+    hashed, hasher = cache.hashing(dataset, subset_size)
+    statistics, samples = collect_statistics(working, superset, hashed, subset_size, advanced.inference_requests,
+                                             advanced.show_progress, core,
+                                             mean_items=bias_correction.full_subset_size(subset_size))
+    cache.save(path, model_key, hasher.hexdigest(), subset_size, samples, statistics)
+    log.info("Statistics written to %s.", path)
+    return {request: statistics[request] for request in requests}, samples
 
 
 def _refuse_quantized(model: ov.Model) -> None:
