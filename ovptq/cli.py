@@ -3,6 +3,7 @@
     ovptq quantize MODEL --data DATA -o OUT.xml [options]   # DATA: image folder, .npy / .npz, module:function
     ovptq inspect MODEL.xml [--layers] [--json]            # the INT8 proof from the CPU runtime model
     ovptq bench FP32.xml INT8.xml [...]                    # benchmark_app, alternating, median of rounds
+    ovptq report FP32.xml INT8.xml --data DATA             # per-layer error, worst first (table, JSON, PNG)
 
 Exit code 0 on success, 1 on an ovptq error (the message says what to do), 2 on a usage error.
 """
@@ -30,11 +31,19 @@ def main(argv: list[str] | None = None) -> int:
     inspect.add_argument("--layers", action="store_true", help="also list every runtime layer")
     inspect.add_argument("--json", action="store_true", help="print the report as JSON")
     bench.add_arguments(commands.add_parser("bench", help="benchmark_app on FP32 and INT8 IRs, alternately"))
+    report = commands.add_parser("report", help="per-layer quantization error, worst first")
+    report.add_argument("fp32", help="the FP32 model")
+    report.add_argument("int8", help="the INT8 model ovptq made from it")
+    report.add_argument("--data", required=True, help="as for quantize: image folder, .npy / .npz, module:function")
+    report.add_argument("--samples", type=int, default=8)
+    report.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    report.add_argument("--plot", metavar="PATH", help="also draw it (PNG; needs matplotlib)")
+    _image_options(report)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s")
     from ovptq.errors import OvptqError
     try:
-        return {"quantize": _quantize, "inspect": _inspect, "bench": bench.run}[args.command](args)
+        return {"quantize": _quantize, "inspect": _inspect, "bench": bench.run, "report": _report}[args.command](args)
     except OvptqError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -55,6 +64,10 @@ def _quantize_parser(parser: argparse.ArgumentParser) -> None:
     correction.add_argument("--no-bias-correction", action="store_true")
     correction.add_argument("--full-bias-correction", action="store_true")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (also OVPTQ_PROGRESS=0)")
+    _image_options(parser)
+
+
+def _image_options(parser: argparse.ArgumentParser) -> None:
     images = parser.add_argument_group("image folders")
     images.add_argument("--size", nargs=2, type=int, metavar=("HEIGHT", "WIDTH"),
                         help="resize to (default: the model input's height and width)")
@@ -69,9 +82,7 @@ def _quantize(args: argparse.Namespace) -> int:
     from ovptq import cli_data, files
     from ovptq.quantize import load_model
     model = load_model(args.model)
-    options = cli_data.ImageOptions(tuple(args.size) if args.size else None, tuple(args.mean), tuple(args.scale),
-                                    args.layout, args.bgr)
-    items = cli_data.load(args.data, model, options)
+    items = cli_data.load(args.data, model, _images(args))
     scope = None
     if args.ignore_names or args.ignore_types or args.ignore_patterns:
         scope = ovptq.IgnoredScope(names=args.ignore_names, types=args.ignore_types, patterns=args.ignore_patterns)
@@ -82,6 +93,27 @@ def _quantize(args: argparse.Namespace) -> int:
                           ignored_scope=scope, advanced_parameters=advanced)
     files.save_model(int8, args.output)
     print(f"wrote {args.output}")
+    return 0
+
+
+def _images(args: argparse.Namespace):
+    from ovptq import cli_data
+    return cli_data.ImageOptions(tuple(args.size) if args.size else None, tuple(args.mean), tuple(args.scale),
+                                 args.layout, args.bgr)
+
+
+def _report(args: argparse.Namespace) -> int:
+    import ovptq
+    from ovptq import cli_data, files
+    from ovptq.quantize import load_model
+    from ovptq.report import layer_errors
+    fp32, int8 = load_model(args.fp32), load_model(args.int8)
+    report = layer_errors(fp32, int8, ovptq.Dataset(cli_data.load(args.data, fp32, _images(args))), args.samples)
+    print(report)
+    if args.json:
+        files.write_text(args.json, report.to_json())
+    if args.plot:
+        report.plot(args.plot)
     return 0
 
 

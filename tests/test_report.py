@@ -1,0 +1,74 @@
+"""The per-layer error report against a direct numpy computation, and the `ovptq report` command."""
+
+import json
+
+import builders
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+import pytest
+
+import ovptq
+from ovptq.report import layer_errors, sqnr_db
+
+DATA = builders.images(6, seed=2)
+
+
+def node(model, name):
+    return next(op for op in model.get_ordered_ops() if op.get_friendly_name() == name)
+
+
+def outputs(model, name):
+    probe = ov.Model([ops.result(node(model, name).output(0))], model.get_parameters())
+    return [builders.infer(probe, x)[0].astype(np.float64) for x in DATA[:4]]
+
+
+def fake_quantize(x, low, high, levels):
+    """FakeQuantize with equal input and output ranges, in numpy."""
+    clipped = np.clip(x, low, high)
+    return np.round((clipped - low) / (high - low) * (levels - 1)) / (levels - 1) * (high - low) + low
+
+
+def test_own_and_accumulated_sqnr_match_a_direct_computation():
+    model = builders.conv_relu()
+    int8 = ovptq.quantize(model, ovptq.Dataset(DATA))
+    report = {e.layer: e for e in layer_errors(model, int8, ovptq.Dataset(DATA), samples=4).layers}
+    assert set(report) == {"conv1", "conv2"}
+    # conv2 alone: its input quantizer (numpy) and int8 weights on the FP32 relu1 output, vs the FP32 conv2
+    fq = node(int8, "relu1/fq_output_0")
+    low, high = (float(fq.input_value(i).get_node().get_data()) for i in (1, 2))
+    weights = node(int8, "conv2").input_value(1)
+    probe = ov.Model([ops.result(weights)], [])
+    dequantized = ov.Core().compile_model(probe, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})({})[0]
+    x = ops.parameter([1, 8, 16, 16], np.float32)
+    conv = ov.Model([ops.convolution(x, ops.constant(dequantized), [1, 1], [1, 1], [1, 1], [1, 1])], [x])
+    shadow = [builders.infer(conv, fake_quantize(r, low, high, 256).astype(np.float32))[0]
+              for r in outputs(model, "relu1")]
+    expected = sqnr_db(outputs(model, "conv2"), shadow)
+    assert report["conv2"].own_sqnr_db == pytest.approx(expected, abs=0.05)
+    # accumulated: the INT8 model's conv2 output against the FP32 one
+    assert report["conv2"].accumulated_sqnr_db == pytest.approx(
+        sqnr_db(outputs(model, "conv2"), outputs(int8, "conv2")), abs=0.05)
+    # the first layer sees the FP32 input either way
+    assert report["conv1"].own_sqnr_db == pytest.approx(report["conv1"].accumulated_sqnr_db, abs=0.05)
+
+
+def test_sqnr_definition():
+    assert sqnr_db([np.array([3.0, 4.0])], [np.array([3.0, 4.5])]) == pytest.approx(10 * np.log10(25 / 0.25))
+    assert sqnr_db([np.ones(3)], [np.ones(3)]) == float("inf")
+
+
+def test_report_command_writes_json_and_plot(tmp_path):
+    from test_cli import ovptq_command
+    model = builders.residual_block()
+    ov.save_model(model, tmp_path / "fp32.xml", compress_to_fp16=False)
+    ov.save_model(ovptq.quantize(model, ovptq.Dataset(DATA)), tmp_path / "int8.xml")
+    np.save(tmp_path / "data.npy", np.concatenate(DATA))
+    done = ovptq_command("report", tmp_path / "fp32.xml", tmp_path / "int8.xml", "--data", tmp_path / "data.npy",
+                         "--samples", "4", "--json", tmp_path / "r.json", "--plot", tmp_path / "r.png")
+    assert done.returncode == 0, done.stderr
+    assert "To try: ovptq.IgnoredScope(names=[" in done.stdout
+    layers = json.loads((tmp_path / "r.json").read_text())["layers"]
+    assert [layer["layer"] for layer in layers][:1] == [done.stdout.splitlines()[2].split()[0]]
+    assert {layer["layer"] for layer in layers} == {"conv1", "conv2", "conv3", "conv4"}
+    assert (tmp_path / "r.png").stat().st_size > 10_000
