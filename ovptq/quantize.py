@@ -151,9 +151,24 @@ def quantize(model: ov.Model | str | Path, calibration_dataset: Dataset, *,
     working.validate_nodes_and_infer_types()
     _record(working, plan, samples, preset, target_device, subset_size, fast_bias_correction, model_type,
             ignored_scope, advanced, corrections, smoothed)
-    log.info("Quantized %d activations and %d weights with %d calibration samples in %.1f s.",
-             len(plan.activations), len(plan.weights), samples, time.perf_counter() - started)
+    log.info(_summary(working, plan, samples, corrections, smoothed, time.perf_counter() - started))
     return working
+
+
+def _summary(model: ov.Model, plan: QuantizationPlan, samples: int, corrections, smoothed, seconds: float) -> str:
+    """The paragraph logged at the end of quantize."""
+    corrected = sum(c.applied_channels > 0 for c in corrections)
+    parts = [f"Quantized '{model.get_friendly_name()}' in {seconds:.1f} s from {samples} calibration samples: "
+             f"{len(plan.weights)} layers with int8 weights, {len(plan.activations)} activation quantizers"]
+    if plan.ignored:
+        parts.append(f"{len(plan.ignored)} nodes kept float by IgnoredScope or post-processing")
+    if plan.float_rules:
+        parts.append(f"{len(plan.float_rules)} kept float by the transformer rules")
+    if corrections:
+        parts.append(f"bias corrected on {corrected} of {len(corrections)} layers")
+    if smoothed:
+        parts.append(f"SmoothQuant on {len(smoothed)} tensors")
+    return "; ".join(parts) + ". ovptq.inspect(model) shows which layers the CPU runs in int8."
 
 
 def _cached_statistics(path, original: ov.Model, working: ov.Model, requests: list, superset: list,
