@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("int8", help="the INT8 model ovptq made from it")
     report.add_argument("--data", required=True, help="as for quantize: image folder, .npy / .npz, module:function")
     report.add_argument("--samples", type=int, default=8)
+    report.add_argument("--ablation", action="store_true",
+                        help="also rank by the output gain of putting each layer back in float (slower)")
     report.add_argument("--json", metavar="PATH", help="also write the report as JSON")
     report.add_argument("--plot", metavar="PATH", help="also draw it (PNG; needs matplotlib)")
     _image_options(report)
@@ -108,7 +110,8 @@ def _report(args: argparse.Namespace) -> int:
     from ovptq.quantize import load_model
     from ovptq.report import layer_errors
     fp32, int8 = load_model(args.fp32), load_model(args.int8)
-    report = layer_errors(fp32, int8, ovptq.Dataset(cli_data.load(args.data, fp32, _images(args))), args.samples)
+    report = layer_errors(fp32, int8, ovptq.Dataset(cli_data.load(args.data, fp32, _images(args))), args.samples,
+                          ablation=args.ablation)
     print(report)
     if args.json:
         files.write_text(args.json, report.to_json())

@@ -4,8 +4,11 @@ For every Convolution / GroupConvolution / MatMul of the INT8 model, on a few ca
   own error          the layer alone quantized: its input quantizers and int8 weights applied to the FP32 model's
                      input of that layer, against the FP32 layer (what this layer adds by itself);
   accumulated error  the layer's output in the INT8 model against the FP32 model's (everything before it included).
-Both as SQNR = 10 log10(sum y^2 / sum (y - y_q)^2) in dB over all samples (higher is better), computed on the
-layer's output before its bias. Layers are ranked by own SQNR, worst first: the first names are those to try in an
+  output gain        with `ablation`: how many dB the model outputs' SQNR against FP32 gains when only this layer is
+                     put back in float in the INT8 model (its input quantizers bypassed, its FP32 weight restored);
+                     one compilation per layer, so slower, but it ranks by effect on the outputs.
+Both errors as SQNR = 10 log10(sum y^2 / sum (y - y_q)^2) in dB over all samples (higher is better), computed on
+the layer's output before its bias. Layers are ranked by own SQNR, worst first: the first names are those to try in an
 IgnoredScope. Reported are the layers with a quantizer right at an input (weights, or an activation FakeQuantize
 feeding the op); an activation x activation MatMul quantized above a Reshape / Transpose is left out, and so is the
 own error of layers whose input SmoothQuant rescaled inside its producer (NaN).
@@ -33,6 +36,7 @@ class LayerError:
     type: str
     own_sqnr_db: float
     accumulated_sqnr_db: float
+    output_gain_db: float | None = None
 
 
 @dataclass
@@ -41,14 +45,20 @@ class ErrorReport:
     samples: int
 
     def ranked(self) -> list[LayerError]:
+        """Worst first: by output gain when measured (largest first), else by own SQNR (smallest first)."""
+        if all(e.output_gain_db is not None for e in self.layers):
+            return sorted(self.layers, key=lambda e: -e.output_gain_db)
         return sorted(self.layers, key=lambda e: (np.isnan(e.own_sqnr_db), e.own_sqnr_db, e.accumulated_sqnr_db))
 
     def __str__(self) -> str:
-        lines = [f"Per-layer SQNR (dB, higher is better) on {self.samples} samples, worst own error first:",
-                 f"{'layer':<60} {'type':<17} {'own':>7} {'accum.':>7}"]
+        ablation = all(e.output_gain_db is not None for e in self.layers)
+        order = "largest output gain" if ablation else "worst own error"
+        lines = [f"Per-layer SQNR (dB, higher is better) on {self.samples} samples, {order} first:",
+                 f"{'layer':<60} {'type':<17} {'own':>7} {'accum.':>7}" + (f" {'gain':>7}" if ablation else "")]
         for error in self.ranked():
+            gain = f" {error.output_gain_db:7.2f}" if ablation else ""
             lines.append(f"{error.layer[-60:]:<60} {error.type:<17} {error.own_sqnr_db:7.1f} "
-                         f"{error.accumulated_sqnr_db:7.1f}")
+                         f"{error.accumulated_sqnr_db:7.1f}{gain}")
         worst = [error.layer for error in self.ranked()[:5]]
         lines.append(f"To try: ovptq.IgnoredScope(names={worst!r})")
         return "\n".join(lines)
@@ -80,7 +90,7 @@ class ErrorReport:
 
 
 def layer_errors(fp32_model: ov.Model, int8_model: ov.Model, dataset: Dataset, samples: int = 8,
-                 core: ov.Core | None = None) -> ErrorReport:
+                 core: ov.Core | None = None, ablation: bool = False) -> ErrorReport:
     """The report of `int8_model` (made from `fp32_model` by ovptq) on the first `samples` items of `dataset`."""
     core = core or ov.Core()
     fp32 = fp32_model.clone()
@@ -104,13 +114,47 @@ def layer_errors(fp32_model: ov.Model, int8_model: ov.Model, dataset: Dataset, s
     own = _run(core, own_model, items)
     accumulated = _run(core, accumulated_model, items)
     count = len(layers)
+    smoothed = folded | {op.get_friendly_name() for op in layers if any(
+        op.input_value(p).get_node().get_type_name() == "FakeQuantize" and op.input_value(p).get_node().input_value(0)
+        .get_node().get_friendly_name().endswith("/smooth_quant") for p in range(op.get_input_size()))}
+    gains = _output_gains(core, fp32_model, int8_model, [op.get_friendly_name() for op in layers], smoothed,
+                          items) if ablation else {}
     results = []
     for index, op in enumerate(layers):
         reference = own[index]
         own_db = float("nan") if op.get_friendly_name() in folded else sqnr_db(reference, own[count + index])
         results.append(LayerError(op.get_friendly_name(), op.get_type_name(), own_db,
-                                  sqnr_db(reference, accumulated[index])))
+                                  sqnr_db(reference, accumulated[index]), gains.get(op.get_friendly_name())))
     return ErrorReport(results, len(items))
+
+
+def _output_gains(core: ov.Core, fp32_model: ov.Model, int8_model: ov.Model, names: list[str], smoothed: set[str],
+                  items: list[dict]) -> dict[str, float]:
+    """Per layer: output SQNR of the INT8 model with that layer in float, minus the INT8 model's own. A layer whose
+    input SmoothQuant rescaled keeps its int8 weight (its FP32 weight is in the other coordinates)."""
+    fp32 = fp32_model.clone()
+    reference = _run(core, fp32, items)
+    baseline = _output_sqnr(reference, _run(core, int8_model, items))
+    fp32_weights = {op.get_friendly_name(): op.input_value(1) for op in fp32.get_ordered_ops()
+                    if op.get_friendly_name() in names and op.get_friendly_name() not in smoothed}
+    gains = {}
+    for name in names:
+        model = int8_model.clone()
+        layer = next(op for op in model.get_ordered_ops() if op.get_friendly_name() == name)
+        for port in range(layer.get_input_size()):
+            source = layer.input_value(port).get_node()
+            if source.get_type_name() == "FakeQuantize":
+                layer.input(port).replace_source_output(source.input_value(0))
+            elif _is_int8_weight(source) and name in fp32_weights:
+                layer.input(port).replace_source_output(fp32_weights[name])
+        gains[name] = _output_sqnr(reference, _run(core, model, items)) - baseline
+    return gains
+
+
+def _output_sqnr(reference: list[list[np.ndarray]], got: list[list[np.ndarray]]) -> float:
+    """SQNR over every float output and sample together."""
+    pairs = [(r, g) for ref, out in zip(reference, got) for r, g in zip(ref, out) if r.dtype.kind == "f"]
+    return sqnr_db([r for r, _ in pairs], [g for _, g in pairs])
 
 
 def sqnr_db(reference: list[np.ndarray], quantized: list[np.ndarray]) -> float:

@@ -72,3 +72,19 @@ def test_report_command_writes_json_and_plot(tmp_path):
     assert [layer["layer"] for layer in layers][:1] == [done.stdout.splitlines()[2].split()[0]]
     assert {layer["layer"] for layer in layers} == {"conv1", "conv2", "conv3", "conv4"}
     assert (tmp_path / "r.png").stat().st_size > 10_000
+
+
+def test_ablation_gain_equals_quantizing_without_that_layer():
+    model = builders.conv_relu()
+    plain = ovptq.AdvancedQuantizationParameters(disable_bias_correction=True)
+    int8 = ovptq.quantize(model, ovptq.Dataset(DATA), advanced_parameters=plain)
+    report = layer_errors(model, int8, ovptq.Dataset(DATA), samples=4, ablation=True)
+    without_conv2 = ovptq.quantize(model, ovptq.Dataset(DATA), advanced_parameters=plain,
+                                   ignored_scope=ovptq.IgnoredScope(names=["conv2"]))
+
+    def output_sqnr(candidate):
+        return sqnr_db([builders.infer(model, x)[0] for x in DATA[:4]], [builders.infer(candidate, x)[0]
+                                                                         for x in DATA[:4]])
+    gain = {e.layer: e.output_gain_db for e in report.layers}["conv2"]
+    assert gain == pytest.approx(output_sqnr(without_conv2) - output_sqnr(int8), abs=0.05)
+    assert report.ranked()[0].output_gain_db == max(e.output_gain_db for e in report.layers)
