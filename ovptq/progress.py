@@ -16,5 +16,8 @@ def progress_enabled(flag: bool | None = None) -> bool:
     return sys.stderr.isatty()
 
 
-def progress(total: int | None, desc: str, unit: str = "it", enabled: bool | None = None) -> tqdm:
-    return tqdm(total=total, desc=desc, unit=unit, disable=not progress_enabled(enabled), leave=False)
+def progress(total, desc: str, unit: str = "it", enabled: bool | None = None) -> tqdm:
+    """A progress bar over `total` steps, or wrapping `total` when it is an iterable."""
+    if total is None or isinstance(total, int):
+        return tqdm(total=total, desc=desc, unit=unit, disable=not progress_enabled(enabled), leave=False)
+    return tqdm(total, desc=desc, unit=unit, disable=not progress_enabled(enabled), leave=False)

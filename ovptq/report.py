@@ -26,6 +26,7 @@ import openvino.opset13 as ops
 
 from ovptq.dataset import Dataset, ModelInput, bind_inputs
 from ovptq.errors import ModelError
+from ovptq.progress import progress
 
 REPORTED_TYPES = ("Convolution", "GroupConvolution", "MatMul")
 
@@ -138,7 +139,7 @@ def _output_gains(core: ov.Core, fp32_model: ov.Model, int8_model: ov.Model, nam
     fp32_weights = {op.get_friendly_name(): op.input_value(1) for op in fp32.get_ordered_ops()
                     if op.get_friendly_name() in names and op.get_friendly_name() not in smoothed}
     gains = {}
-    for name in names:
+    for name in progress(names, "Ablation", unit="layer"):
         model = int8_model.clone()
         layer = next(op for op in model.get_ordered_ops() if op.get_friendly_name() == name)
         for port in range(layer.get_input_size()):
