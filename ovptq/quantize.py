@@ -124,8 +124,8 @@ def quantize(model: ov.Model | str | Path, calibration_dataset: Dataset, *,
     else:
         # a file serves later runs with other options: also measure what full correction and SmoothQuant need
         superset = list(dict.fromkeys([*all_requests, *bias_correction.statistics_requests(
-            graph, layers, requests, plan, full=True), *(g.request() for g in smooth_quant.smoothing_groups(
-                graph, plan))]))
+            graph, bias_correction.find_layers(graph, plan), requests, plan, full=True),
+            *(g.request() for g in smooth_quant.smoothing_groups(graph, plan))]))
         statistics, samples = _cached_statistics(statistics_path, original, working, all_requests, superset,
                                                  calibration_dataset, subset_size, advanced, core)
     input_scales, smoothed = {}, {}

@@ -57,6 +57,16 @@ def test_other_options_reuse_the_file_and_match_a_fresh_run(tmp_path, monkeypatc
     assert saved(reused, tmp_path / "reused.xml")[1] == saved(fresh, tmp_path / "fresh.xml")[1]
 
 
+def test_a_file_written_without_bias_correction_serves_a_run_with_full_correction(tmp_path, monkeypatch):
+    model = builders.residual_block()
+    path, _ = first_run(tmp_path, model,
+                        advanced_parameters=ovptq.AdvancedQuantizationParameters(disable_bias_correction=True))
+    fresh = ovptq.quantize(model, ovptq.Dataset(DATA), fast_bias_correction=False)
+    forbid_inference(monkeypatch)
+    reused = ovptq.quantize(model, ovptq.Dataset(DATA), statistics_path=path, fast_bias_correction=False)
+    assert saved(reused, tmp_path / "reused.xml")[1] == saved(fresh, tmp_path / "fresh.xml")[1]
+
+
 def test_refusals_say_why_and_what_to_do(tmp_path):
     model = builders.residual_block()
     path, _ = first_run(tmp_path, model)
