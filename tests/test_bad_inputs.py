@@ -182,3 +182,14 @@ def test_same_inputs_give_a_bit_identical_ir_whatever_the_parallelism(tmp_path, 
         return re.sub(rb"<inference_requests value=\"[^\"]*\" />", b"", xml), weights
 
     assert saved(1, "one") == saved(4, "four") == saved(1, "again")
+
+
+def test_f64_tensors_stay_float_so_the_model_still_compiles():
+    x = ops.parameter([1, 3, 4], np.float64, name="x")
+    exp = ops.exp(x, name="exp")
+    total = ops.reduce_sum(exp, np.array([2], np.int64), True, name="sum")
+    model = builders.model(ops.multiply(ops.log(total, name="log"), total, name="scaled"), x)
+    data = [np.random.default_rng(i).standard_normal((1, 3, 4)) for i in range(3)]
+    int8 = ovptq.quantize(model, ovptq.Dataset(data))
+    assert not any(op.get_type_name() == "FakeQuantize" for op in int8.get_ordered_ops())
+    np.testing.assert_allclose(builders.infer(int8, data[0])[0], builders.infer(model, data[0])[0])
