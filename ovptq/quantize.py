@@ -128,12 +128,13 @@ def quantize(model: ov.Model | str | Path, calibration_dataset: Dataset, *,
             *(g.request() for g in smooth_quant.smoothing_groups(graph, plan))]))
         statistics, samples = _cached_statistics(statistics_path, original, working, all_requests, superset,
                                                  calibration_dataset, subset_size, advanced, core)
-    input_scales, smoothed = {}, {}
+    input_scales, output_scales, smoothed = {}, {}, {}
     for group in smoothing:
         s = smooth_quant.scales(graph, group, statistics[group.request()], advanced.smooth_quant_alphas.matmul)
         statistics[requests[group.quantizer]] = smooth_quant.smoothed_statistics(statistics[group.request()], s)
         smoothed[group.quantizer] = smooth_quant.apply(graph, plan, group, s)
         input_scales.update({layer: s for layer in group.layers})
+        output_scales[smoothed[group.quantizer]] = s  # a layer that took 1/s now outputs y / s
     if smoothing:
         working.validate_nodes_and_infer_types()
         graph = Graph(working)
@@ -147,7 +148,7 @@ def quantize(model: ov.Model | str | Path, calibration_dataset: Dataset, *,
     insert_activation_quantizers(graph, plan, params)
     magnitudes = bias_correction.input_magnitudes(graph, layers, statistics, requests, plan)
     corrections = _correct_biases(fp32_model, graph, layers, weights, statistics, magnitudes, correction_dataset,
-                                  subset_size, advanced, core, input_scales)
+                                  subset_size, advanced, core, input_scales, output_scales)
     working.validate_nodes_and_infer_types()
     _record(working, plan, samples, preset, target_device, subset_size, fast_bias_correction, model_type,
             ignored_scope, advanced, corrections, smoothed)
@@ -212,7 +213,7 @@ def _smoothing_groups(graph: Graph, plan: QuantizationPlan, model_type, advanced
 
 
 def _correct_biases(fp32_model, graph, layers, weights, statistics, magnitudes, dataset, subset_size, advanced,
-                    core, input_scales):
+                    core, input_scales, output_scales):
     """Fast correction, then, when `fp32_model` is given (fast_bias_correction=False), the full one."""
     if not layers:
         return []
@@ -226,7 +227,7 @@ def _correct_biases(fp32_model, graph, layers, weights, statistics, magnitudes, 
             bias_correction.full_subset_size(subset_size),
             advanced.bias_correction_threshold, inference_requests=advanced.inference_requests,
             show_progress=advanced.show_progress, core=core, fast_records=records,
-            passes=bias_correction.FULL_PASSES)
+            passes=bias_correction.FULL_PASSES, output_scales=output_scales)
     applied = sum(r.applied_channels > 0 for r in records)
     log.info("Bias correction (%s): %d of %d layers corrected.", "fast" if fast else "full", applied, len(records))
     return records

@@ -90,3 +90,13 @@ def test_rt_info_records_smoothing_and_transformer_rules():
     assert sorted(smoothed.values()) == ["Multiply", "Multiply", "ln/gamma", "proj1"]
     rules = json.loads(int8.get_rt_info(["ovptq", "transformer_rules"]).astype(str))
     assert rules["residual"].startswith("model_type=transformer")
+
+
+def test_full_correction_measures_a_layer_that_took_1_over_s_in_its_own_coordinates():
+    import json
+    int8 = ovptq.quantize(builders.pre_norm_block(), ovptq.Dataset(SAMPLES), model_type="transformer",
+                          fast_bias_correction=False)
+    records = {r["layer"]: r for r in json.loads(int8.get_rt_info(["ovptq", "bias_correction"]).astype(str))}
+    # proj1 outputs y / s after SmoothQuant folded 1/s into it; compared with FP32 means of y it would show a shift
+    # of the order of y itself (1.67x its output scale before this was handled)
+    assert records["proj1"]["method"] == "full" and records["proj1"]["max_relative_shift"] < 0.01

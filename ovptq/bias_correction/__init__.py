@@ -107,7 +107,8 @@ def full_correction(fp32_model: ov.Model, graph: Graph, layers: list[Layer], sca
                     threshold: float | None = None,
                     inference_requests: int | None = None, show_progress: bool | None = None,
                     core: ov.Core | None = None, fast_records: list[Correction] = (),
-                    passes: int = FULL_PASSES) -> list[Correction]:
+                    passes: int = FULL_PASSES,
+                    output_scales: dict[str, np.ndarray] | None = None) -> list[Correction]:
     """Move bias by (FP32 mean - quantized mean) of the layer output, block by block in topological order.
 
     The FP32 means are the per-sample output means the statistics pass measured on the first `subset_size` items
@@ -117,11 +118,13 @@ def full_correction(fp32_model: ov.Model, graph: Graph, layers: list[Layer], sca
     a block, the heads (layers with no other layer of the block upstream) take the measured shift, which also
     compensates what the blocks before left in their input; the other layers keep their fast correction, since
     their measured shift still holds errors the heads are removing in the same pass (applying both overshoots:
-    MobileNetV2 collapsed to 0.55 top-1 agreement with 8 passes).
+    MobileNetV2 collapsed to 0.55 top-1 agreement with 8 passes). `output_scales` holds SmoothQuant's s of the
+    layers that took 1/s into their weight and bias: their outputs are y / s, their measured FP32 means are of y.
     """
     threshold = FULL_THRESHOLD if threshold is None else threshold
     fast_records = {record.layer: record for record in fast_records}
-    fp32_means = {layer.node: stats[layer.output_request()] for layer in layers}
+    output_scales = output_scales or {}
+    fp32_means = {layer.node: stats[layer.output_request()] / output_scales.get(layer.node, 1.0) for layer in layers}
     probe = BiasProbe(fp32_model, layers, biases.holder_names(), core, weights)
     items = probe.bind(dataset, subset_size)
     samples = len(next(iter(fp32_means.values())))
