@@ -16,6 +16,6 @@ from ovptq.placement.plan import QuantizationPlan  # noqa: E402
 from ovptq.quantize import quantize  # noqa: E402
 from ovptq.scope import IgnoredScope, Subgraph  # noqa: E402
 
-__all__ = ["AdvancedQuantizationParameters", "AdvancedSmoothQuantParameters", "Dataset", "IgnoredScope", "Int8Report", "ModelType", "OverflowFix",
-           "QuantizationPlan", "QuantizationPreset", "RangeEstimator", "Subgraph", "TargetDevice", "errors",
-           "inspect", "quantize"]
+__all__ = ["AdvancedQuantizationParameters", "AdvancedSmoothQuantParameters", "Dataset", "IgnoredScope", "Int8Report",
+           "ModelType", "OverflowFix", "QuantizationPlan", "QuantizationPreset", "RangeEstimator", "Subgraph",
+           "TargetDevice", "errors", "inspect", "quantize"]

@@ -3,9 +3,11 @@ interrupt never leaves a half-written IR or report."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
+from typing import IO, Iterator
 
 import openvino as ov
 
@@ -25,10 +27,23 @@ def save_model(model: ov.Model, xml: str | Path, compress_to_fp16: bool = False)
     return xml
 
 
-def write_text(path: str | Path, text: str) -> Path:
+@contextlib.contextmanager
+def replacing(path: str | Path, mode: str = "wb") -> Iterator[IO]:
+    """A temporary file beside `path`, open for writing: moved onto `path` when the block ends, deleted if it
+    raises."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}-", delete=False) as handle:
+    handle = tempfile.NamedTemporaryFile(mode, dir=path.parent, prefix=f".{path.name}-", delete=False)
+    try:
+        with handle:
+            yield handle
+        os.replace(handle.name, path)
+    except BaseException:
+        os.unlink(handle.name)
+        raise
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    with replacing(path, "w") as handle:
         handle.write(text)
-    os.replace(handle.name, path)
-    return path
+    return Path(path)

@@ -2,8 +2,9 @@
 
 For a tensor x read only by MatMuls with constant weights W (x @ W, features on x's last axis), per feature j:
     s_j = a_j^alpha / w_j^(1 - alpha),   a_j = max |x_j| over the calibration data,  w_j = max |W[j, :]| (all readers)
-clipped to [the 10th percentile of s, 100] so quiet features are not blown up. Then x' = x / s and W'[j, :] = s_j W[j, :]
-give x' @ W' = x @ W exactly, while x' has a far flatter per-feature range for its per-tensor 8-bit quantizer.
+clipped to [the 10th percentile of s, 100] so quiet features are not blown up. Then x' = x / s and
+W'[j, :] = s_j W[j, :] give x' @ W' = x @ W exactly, while x' has a far flatter per-feature range for its per-tensor
+8-bit quantizer.
 
 1/s is folded into the op producing x when that op is linear and x is its only use: the gamma and beta of a
 LayerNorm / MVN affine, or the weight and bias of a MatMul + bias. Otherwise one Multiply(x, 1/s) is inserted in

@@ -86,3 +86,12 @@ def test_refusals_say_why_and_what_to_do(tmp_path):
     path.write_bytes(b"not a statistics file")
     with pytest.raises(StatisticsError, match="could not be read"):
         ovptq.quantize(model, ovptq.Dataset(DATA), statistics_path=path)
+
+
+def test_a_failed_write_leaves_neither_the_file_nor_a_temporary(tmp_path):
+    from ovptq.files import replacing
+    with pytest.raises(RuntimeError):
+        with replacing(tmp_path / "stats.npz") as handle:
+            handle.write(b"partial")
+            raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []

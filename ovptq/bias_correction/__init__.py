@@ -71,7 +71,8 @@ def _weight_l1(graph: Graph, layer: Layer, weight: np.ndarray) -> np.ndarray:
 
 def fast_correction(graph: Graph, layers: list[Layer], weights: dict, stats: dict, biases: Biases,
                     magnitudes: dict[str, float], threshold: float | None = None,
-                    input_scales: dict[str, np.ndarray] | None = None) -> tuple[list[Correction], dict[str, np.ndarray]]:
+                    input_scales: dict[str, np.ndarray] | None = None
+                    ) -> tuple[list[Correction], dict[str, np.ndarray]]:
     """Correct each layer's bias by the exact mean error of its int8 weights on the calibration data.
 
     Returns the records and, per layer, the output scale of the acceptance rule: sum |W[o]| x the input's

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import openvino as ov
 
 from ovptq.dataset import Dataset, _to_numpy
 from ovptq.errors import StatisticsError
+from ovptq.files import replacing
 from ovptq.statistics.collect import TensorStatistics
 
 FORMAT = 1
@@ -79,7 +79,8 @@ def data_fingerprint(dataset: Dataset, limit: int) -> str:
     return hasher.hexdigest()
 
 
-def save(path: str | Path, model_key: str, data_key: str, subset_size: int, samples: int, statistics: dict) -> None:
+def save(path: str | Path, model_key: str, data_key: str, subset_size: int, samples: int,
+         statistics: dict) -> None:
     """Write the statistics to `path` (atomically: a temporary file moved into place)."""
     path = Path(path)
     arrays, index = {}, []
@@ -97,13 +98,12 @@ def save(path: str | Path, model_key: str, data_key: str, subset_size: int, samp
         index.append(entry)
     header = {"format": FORMAT, "model": model_key, "data": data_key, "subset_size": subset_size,
               "samples": samples, "index": index}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}-", suffix=".npz", delete=False) as handle:
+    with replacing(path) as handle:
         np.savez(handle, header=np.array(json.dumps(header)), **arrays)
-    os.replace(handle.name, path)
 
 
-def load(path: str | Path, model_key: str, data_key: str, subset_size: int, requests: list) -> tuple[dict, int]:
+def load(path: str | Path, model_key: str, data_key: str, subset_size: int,
+         requests: list) -> tuple[dict, int]:
     """The statistics of `requests` from `path`, or a StatisticsError saying why the file cannot serve them."""
     path = Path(path)
     try:
