@@ -56,6 +56,30 @@ def test_batch_of_n_gives_the_same_statistics_as_n_batches_of_one(builder):
             np.testing.assert_allclose(getattr(a, field), getattr(b, field), rtol=1e-5, atol=1e-6)
 
 
+def test_stacked_reductions_of_several_ranks_match_a_direct_computation():
+    """A static batch stacks per-tensor reductions by rank (and sign) into a few outputs; each column must still
+    be its own tensor's per-sample minimum and maximum."""
+    x = ops.parameter([2, 3, 4, 4], np.float32, name="input")
+    relu = ops.relu(x, name="relu1")
+    flat = ops.reshape(x, np.array([2, 48], np.int64), False, name="flat")
+    scaled = ops.multiply(flat, np.float32(-3.0), name="scaled")
+    model = builders.model([relu, scaled], x)
+    requests = [TensorRequest("input", 0), TensorRequest("relu1", 0, non_negative=True),
+                TensorRequest("flat", 0), TensorRequest("scaled", 0)]
+    items = builders.images(3, shape=(2, 3, 4, 4))
+    stats, count = collect_statistics(model, requests, Dataset(items), subset_size=300)
+    assert count == 6
+    samples = np.concatenate(items).reshape(6, -1)
+    direct = {"input": samples, "relu1": np.maximum(samples, 0), "flat": samples, "scaled": -3.0 * samples}
+    for request in requests:
+        values = direct[request.producer]
+        got = stats[request]
+        assert got.global_min == pytest.approx(values.min(), rel=1e-6)
+        assert got.global_max == pytest.approx(values.max(), rel=1e-6)
+        assert got.mean_min == pytest.approx(values.min(axis=1).mean(), rel=1e-5, abs=1e-7)
+        assert got.mean_max == pytest.approx(values.max(axis=1).mean(), rel=1e-5)
+
+
 def test_subset_size_limits_the_items_and_order_of_requests_does_not_matter():
     model = builders.dynamic_batch()
     samples = builders.images(10, shape=(1, 3, 8, 8))

@@ -154,8 +154,9 @@ def _per_sample(values: np.ndarray, samples: int, reduce) -> np.ndarray:
 class _OutputGroup:
     """Requests whose per-sample minima (and maxima) come back in one output each.
 
-    A stacked group holds per-tensor requests on tensors with the model's static batch size: their [N] reductions
-    are concatenated in the graph into one [N, T] output, so the pass returns two arrays instead of 2T.
+    A stacked group holds per-tensor requests on tensors of one rank R >= 2 with the model's static batch size:
+    their [N, 1, ...] reductions are concatenated in the graph into one [N, T, 1, ...] output (read as [N, T]),
+    so the pass returns two arrays instead of 2T.
     """
 
     requests: list[TensorRequest]
@@ -177,37 +178,36 @@ class StatisticsModel:
         self.groups: list[_OutputGroup] = []
         self.raw_outputs: dict[TensorRequest, int] = {}
         self.mean_outputs: dict[MeanRequest, int] = {}
-        stacked = {False: _OutputGroup([], stacked=True), True: _OutputGroup([], stacked=True)}  # by non_negative
-        stacked_reductions: dict[tuple[bool, str], list] = {(n, k): [] for n in (False, True) for k in ("min", "max")}
+        stacked: dict[tuple[bool, int], _OutputGroup] = {}  # by (non_negative, rank)
+        stacked_reductions: dict[tuple[bool, int, str], list] = {}
         raw = []
         for request in [r for r in requests if isinstance(r, TensorRequest)]:
             output = _float_output(by_name[request.producer].output(request.port), request)
             rank = output.get_partial_shape().rank.get_length()
             per_channel = request.per_channel and rank >= 2
             first = output.get_partial_shape()[0] if rank else None
-            stackable = (batch is not None and not per_channel and first is not None and first.is_static
+            stackable = (batch is not None and not per_channel and rank >= 2 and first.is_static
                          and first.get_length() == batch)
             kinds = (("max", ops.reduce_max),) if request.non_negative else (("min", ops.reduce_min),
                                                                              ("max", ops.reduce_max))
-            reduced = {kind: _reduce(output, rank, per_channel, reduce, request.axis) for kind, reduce in kinds}
             if stackable:
-                stacked[request.non_negative].requests.append(request)
-                for kind in reduced:
-                    stacked_reductions[(request.non_negative, kind)].append(
-                        ops.unsqueeze(reduced[kind], np.int64(1)).output(0))
+                key = (request.non_negative, rank)
+                stacked.setdefault(key, _OutputGroup([], stacked=True)).requests.append(request)
+                for kind, reduce in kinds:
+                    stacked_reductions.setdefault((*key, kind), []).append(_reduce_to_column(output, rank, reduce))
             else:
+                reduced = {kind: _reduce(output, rank, per_channel, reduce, request.axis) for kind, reduce in kinds}
                 group = _OutputGroup([request], stacked=False)
                 group.min_output = self._add(reduced["min"]) if "min" in reduced else -1
                 group.max_output = self._add(reduced["max"])
                 self.groups.append(group)
             if request.quantile is not None:
                 raw.append((request, output))
-        for non_negative, group in stacked.items():
-            if group.requests:
-                if not non_negative:
-                    group.min_output = self._add(ops.concat(stacked_reductions[(False, "min")], 1).output(0))
-                group.max_output = self._add(ops.concat(stacked_reductions[(non_negative, "max")], 1).output(0))
-                self.groups.append(group)
+        for (non_negative, rank), group in stacked.items():
+            if not non_negative:
+                group.min_output = self._add(ops.concat(stacked_reductions[(False, rank, "min")], 1).output(0))
+            group.max_output = self._add(ops.concat(stacked_reductions[(non_negative, rank, "max")], 1).output(0))
+            self.groups.append(group)
         for request, output in raw:
             self.raw_outputs[request] = self._add(output)
         for request in [r for r in requests if isinstance(r, MeanRequest)]:
@@ -219,6 +219,14 @@ class StatisticsModel:
     def _add(self, output: ov.Output) -> int:
         self.results.append(ops.result(output))
         return len(self.results) - 1
+
+
+def _reduce_to_column(output: ov.Output, rank: int, reduce) -> ov.Output:
+    """[N, 1, ...] (rank kept): one reduction over every axis but the batch, which the CPU plugin runs as one
+    pass over the tensor. Columns of the same rank are concatenated along axis 1 without any reshape, which
+    would cost a layout reorder per tensor (measured on ResNet-50: 7% over plain inference for the stacked
+    columns, against 15% with two-stage reductions and an Unsqueeze)."""
+    return reduce(output, np.arange(1, rank, dtype=np.int64), True).output(0)
 
 
 def _reduce(output: ov.Output, rank: int, per_channel: bool, reduce, axis: int = 1) -> ov.Output:
@@ -425,6 +433,8 @@ def _fold(stats_model: StatisticsModel, aggregates: list[_Aggregate], quantile_a
         maxs = _per_sample(outputs[group.max_output], samples, np.max)
         mins = _per_sample(outputs[group.min_output], samples, np.min) if group.min_output >= 0 else \
             np.zeros_like(maxs)
+        if group.stacked:
+            mins, maxs = mins.reshape(samples, -1), maxs.reshape(samples, -1)
         _check_finite(group, mins, maxs)
         aggregate.update(mins, maxs)
     for request, aggregate in quantile_aggregates.items():
