@@ -55,16 +55,28 @@ def test_fast_shift_equals_a_direct_computation_for_conv_depthwise_and_matmul():
         assert np.abs(direct).max() > 1e-4  # the test would see a wrong shift
 
 
-def test_tap_means_match_numpy_at_padded_borders():
-    x = ops.parameter([1, 2, 5, 5], np.float32, name="input")
+@pytest.mark.parametrize("kernel, strides, dilations, pads_begin, pads_end, size", [
+    ((3, 3), (2, 2), (1, 1), (1, 1), (0, 0), (5, 5)),
+    ((3, 5), (1, 2), (2, 1), (2, 0), (1, 2), (7, 9)),   # dilation, asymmetric pads, a stride that does not divide
+    ((1, 1), (2, 2), (1, 1), (0, 0), (0, 0), (6, 6)),   # the subsampling 1x1 convolution of a ResNet shortcut
+    ((3,), (2,), (1,), (1,), (1,), (8,)),               # 1-D
+])
+def test_tap_means_match_numpy_at_padded_borders(kernel, strides, dilations, pads_begin, pads_end, size):
+    x = ops.parameter([1, 2, *size], np.float32, name="input")
     model = builders.model(ops.relu(x, name="relu"), x)
-    request = MeanRequest("relu", 0, "taps", (3, 3), (2, 2), (1, 1), (1, 1), (0, 0))
-    sample = np.arange(50, dtype=np.float32).reshape(1, 2, 5, 5)
+    request = MeanRequest("relu", 0, "taps", kernel, strides, dilations, pads_begin, pads_end)
+    sample = np.arange(2 * np.prod(size), dtype=np.float32).reshape(1, 2, *size)
     stats, _ = collect_statistics(model, [request], Dataset([sample]), 1)
-    padded = np.pad(sample[0], ((0, 0), (1, 0), (1, 0)))
-    expected = np.array([[[padded[c, ky:ky + 4:2, kx:kx + 4:2].mean() for kx in range(3)] for ky in range(3)]
-                         for c in range(2)])
-    np.testing.assert_allclose(stats[request], expected, rtol=1e-6)
+    padded = np.pad(sample[0], [(0, 0), *zip(pads_begin, pads_end)])
+    outputs = [(n + b + e - d * (k - 1) - 1) // s + 1
+               for n, b, e, d, k, s in zip(size, pads_begin, pads_end, dilations, kernel, strides)]
+    expected = np.zeros((2, *kernel))
+    for tap in np.ndindex(*kernel):
+        window = tuple(slice(t * d, t * d + (o - 1) * s + 1, s)
+                       for t, d, o, s in zip(tap, dilations, outputs, strides))
+        for c in range(2):
+            expected[(c, *tap)] = padded[c][window].mean()
+    np.testing.assert_allclose(stats[request], expected, rtol=1e-5)
 
 
 def quantize(model, **kwargs):
