@@ -144,10 +144,19 @@ def test_known_non_negative_tensor_needs_no_minimum_and_gives_the_same_maximum()
     assert stats[shortcut].global_min == 0.0 and stats[shortcut].mean_absmax == stats[RELU].mean_absmax
 
 
-@pytest.mark.parametrize("means_share", [0.0, 1e9])  # keep the first compiled model / compile a lighter one
-def test_means_on_the_first_items_only(monkeypatch, means_share):
+@pytest.mark.parametrize("concurrent_bytes, means_share", [
+    (1 << 30, 0.0),   # small model: both statistics models compiled at once, the lighter one takes over
+    (-1, 0.0),        # large model, compiling again costs more than the means: the first model goes on
+    (-1, 1e9),        # large model: a lighter model compiled after the first items
+])
+def test_means_on_the_first_items_only(monkeypatch, concurrent_bytes, means_share):
     from ovptq.statistics import collect
     monkeypatch.setattr(collect, "MEANS_SHARE", means_share)
+    monkeypatch.setattr(collect, "CONCURRENT_COMPILE_BYTES", concurrent_bytes)
+    compiled = []
+    compile_model = collect._compile
+    monkeypatch.setattr(collect, "_compile", lambda core, m: compiled.append(len(m.model.outputs)) or
+                        compile_model(core, m))
     model = builders.dynamic_batch()
     samples = builders.images(6, shape=(1, 3, 8, 8))
     mean = MeanRequest("input", 0, "channel")
@@ -155,6 +164,7 @@ def test_means_on_the_first_items_only(monkeypatch, means_share):
     assert count == 6
     np.testing.assert_allclose(stats[mean], np.mean([s.mean(axis=(0, 2, 3)) for s in samples[:2]], axis=0),
                                rtol=1e-6)
+    assert len(compiled) == (1 if concurrent_bytes < 0 and means_share == 0.0 else 2)
     everything, _ = collect_statistics(model, [RELU], Dataset(samples), subset_size=300)
     assert stats[RELU].mean_max == everything[RELU].mean_max  # min/max still see every item
 
