@@ -159,8 +159,11 @@ def quantize(model: ov.Model | str | Path, calibration_dataset: Dataset, *,
 def _summary(model: ov.Model, plan: QuantizationPlan, samples: int, corrections, smoothed, seconds: float) -> str:
     """The paragraph logged at the end of quantize."""
     corrected = sum(c.applied_channels > 0 for c in corrections)
+    tables = sum(w.embedding for w in plan.weights)
     parts = [f"Quantized '{model.get_friendly_name()}' in {seconds:.1f} s from {samples} calibration samples: "
-             f"{len(plan.weights)} layers with int8 weights, {len(plan.activations)} activation quantizers"]
+             f"{len(plan.weights) - tables} layers with int8 weights, {len(plan.activations)} activation quantizers"]
+    if tables:
+        parts.append(f"{tables} embedding tables in int8")
     if plan.ignored:
         parts.append(f"{len(plan.ignored)} nodes kept float by IgnoredScope or post-processing")
     if plan.float_rules:

@@ -36,15 +36,23 @@ def find_weight(graph: Graph, node: str) -> Weight | None:
     for port in rule.weight_ports:
         if port >= graph.num_inputs(node):
             continue
-        source = graph.producer(node, port)
-        if not graph.is_constant(source.node) or not graph.is_float_output(source.node, source.port):
-            continue
         shape = graph.op(node).get_input_partial_shape(port)
-        if shape.is_dynamic:
-            continue
-        dims = tuple(d.get_length() for d in shape)
-        return Weight(node, port, source.node, source.port, weight_channel_axes(graph, node, port, len(dims)), dims)
+        weight = None if shape.rank.is_dynamic else weight_at(
+            graph, node, port, weight_channel_axes(graph, node, port, shape.rank.get_length()))
+        if weight is not None:
+            return weight
     return None
+
+
+def weight_at(graph: Graph, node: str, port: int, channel_axes: tuple[int, ...]) -> Weight | None:
+    """Input `port` of `node` as a weight, if a float constant sub-graph of static shape feeds it."""
+    source = graph.producer(node, port)
+    if not graph.is_constant(source.node) or not graph.is_float_output(source.node, source.port):
+        return None
+    shape = graph.op(node).get_input_partial_shape(port)
+    if shape.is_dynamic:
+        return None
+    return Weight(node, port, source.node, source.port, channel_axes, tuple(d.get_length() for d in shape))
 
 
 def weight_channel_axes(graph: Graph, node: str, port: int, rank: int) -> tuple[int, ...]:

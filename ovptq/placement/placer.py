@@ -14,9 +14,11 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ovptq.graph.graph import Graph, Port
-from ovptq.graph.weights import find_weight, is_depthwise
-from ovptq.hardware import FIRST_LAYER_TYPES, OP_RULES, OVERFLOW_FIX_TYPES, Role
+from ovptq.graph.weights import find_weight, is_depthwise, weight_at
+from ovptq.hardware import EMBEDDING_MIN_ROWS, FIRST_LAYER_TYPES, OP_RULES, OVERFLOW_FIX_TYPES, Role
 from ovptq.parameters import OverflowFix
 from ovptq.patterns.matcher import IN, Match, find_matches
 from ovptq.patterns.registry import PATTERNS
@@ -62,6 +64,7 @@ def plan_quantizers(graph: Graph, ignored: dict[str, str], options: PlacementOpt
                                  options.quantize_outputs)
     activations, merged_groups = _propagate(graph, requests, ignored)
     weights = _weight_quantizers(graph, {**ignored, **float_rules}, options.overflow_fix)
+    weights += _embedding_quantizers(graph, ignored)
     activations = _finalize(activations, merged_groups, options.symmetric_activations)
     return QuantizationPlan(activations, weights, dict(ignored), float_rules)
 
@@ -206,6 +209,25 @@ def _weight_quantizers(graph: Graph, ignored: dict[str, str], overflow_fix: Over
             continue
         half = (overflow_fix is OverflowFix.ENABLE and graph.type(node) in OVERFLOW_FIX_TYPES) or node in first_layers
         result.append(WeightQuantizer(node, weight.port, weight.channel_axes, half))
+    return result
+
+
+def _embedding_quantizers(graph: Graph, ignored: dict[str, str]) -> list[WeightQuantizer]:
+    """Gathers of rows (axis 0, no batch dims) from a constant float [rows, width] table of at least
+    EMBEDDING_MIN_ROWS rows, at indices that come from the data."""
+    result = []
+    for node in graph.order:
+        if graph.type(node) != "Gather" or node in ignored or not graph.is_data(node):
+            continue
+        op = graph.op(node)
+        table, indices, axis = (graph.producer(node, port) for port in range(3))
+        shape = op.get_input_partial_shape(0)
+        if (graph.is_data(indices.node) and graph.type(axis.node) == "Constant"
+                and int(np.asarray(graph.op(axis.node).get_data()).reshape(-1)[0]) == 0
+                and op.get_attributes().get("batch_dims", 0) == 0 and shape.is_static and len(shape) == 2
+                and shape[0].get_length() >= EMBEDDING_MIN_ROWS
+                and weight_at(graph, node, 0, (0,)) is not None):
+            result.append(WeightQuantizer(node, 0, (0,), embedding=True))
     return result
 
 

@@ -30,6 +30,7 @@ class WeightQuantizer:
     port: int
     channel_axes: tuple[int, ...]
     half_range: bool = False    # the overflow fix: 7-bit weights
+    embedding: bool = False     # a Gather's table, one range per row (weight-only: the lookup stays float)
 
 
 @dataclass
@@ -50,8 +51,8 @@ class QuantizationPlan:
             group = f" group {q.group}" if q.group is not None else ""
             lines.append(f"  act  {q.producer}:{q.port} -> {where} [{mode}{group}]")
         for w in self.weights:
-            half = " half-range" if w.half_range else ""
-            lines.append(f"  wgt  {w.node}:{w.port} axes {list(w.channel_axes)}{half}")
+            notes = (" half-range" if w.half_range else "") + (" embedding" if w.embedding else "")
+            lines.append(f"  wgt  {w.node}:{w.port} axes {list(w.channel_axes)}{notes}")
         for node, reason in {**self.ignored, **self.float_rules}.items():
             lines.append(f"  float {node}: {reason}")
         return "\n".join(lines)

@@ -13,7 +13,7 @@ import openvino as ov
 import openvino.opset13 as ops
 
 from ovptq.graph.graph import Graph, numpy_dtype
-from ovptq.graph.weights import find_weight, weight_value
+from ovptq.graph.weights import weight_at, weight_value
 from ovptq.parameters import RangeEstimator
 from ovptq.placement.plan import QuantizationPlan, WeightQuantizer
 from ovptq.ranges import FQParams, quantize_weight, symmetric_weight, weight_absmax, weight_quantile
@@ -44,7 +44,7 @@ def _range_constants(params: FQParams, rank: int, per_channel: bool, element_typ
 def weight_params(graph: Graph, quantizer: WeightQuantizer, estimator: RangeEstimator,
                   quantile: float) -> tuple[np.ndarray, FQParams]:
     """The weight as the op sees it and its symmetric per-channel range."""
-    weight = find_weight(graph, quantizer.node)
+    weight = weight_at(graph, quantizer.node, quantizer.port, quantizer.channel_axes)
     value = weight_value(graph, weight)
     if estimator is RangeEstimator.MEAN_QUANTILE:
         absmax = weight_quantile(value, quantizer.channel_axes, quantile)
