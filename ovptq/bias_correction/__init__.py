@@ -58,15 +58,15 @@ def input_magnitudes(graph: Graph, layers: list[Layer], stats: dict, quantizer_r
 
 def _weight_l1(graph: Graph, layer: Layer, weight: np.ndarray) -> np.ndarray:
     """sum |W| over everything but the output channel, per output channel."""
-    w = np.abs(weight.astype(np.float64))
+    w = np.abs(weight)
     if layer.kind == "matmul":
         transpose_b = graph.op(layer.node).get_attributes()["transpose_b"]
-        return w.sum(axis=1) if transpose_b else w.sum(axis=0)
+        return w.sum(axis=1 if transpose_b else 0, dtype=np.float64)
     if layer.kind == "deconv":
-        return w.sum(axis=tuple(a for a in range(w.ndim) if a != 1))
+        return w.sum(axis=tuple(a for a in range(w.ndim) if a != 1), dtype=np.float64)
     if graph.type(layer.node) == "GroupConvolution":
-        return w.reshape(w.shape[0] * w.shape[1], -1).sum(axis=1)
-    return w.reshape(w.shape[0], -1).sum(axis=1)
+        return w.reshape(w.shape[0] * w.shape[1], -1).sum(axis=1, dtype=np.float64)
+    return w.reshape(w.shape[0], -1).sum(axis=1, dtype=np.float64)
 
 
 def fast_correction(graph: Graph, layers: list[Layer], weights: dict, stats: dict, biases: Biases,
