@@ -221,7 +221,8 @@ class StatisticsModel:
             output = _float_output(by_name[request.producer].output(request.port), request)
             mean = _mean_reduction(output, request)
             shape = mean.get_partial_shape()
-            if batch is not None and shape.rank.get_length() >= 2 and shape.is_static and shape[0].get_length() == batch:
+            if batch is not None and shape.rank.get_length() >= 2 and shape.is_static and \
+                    shape[0].get_length() == batch:
                 # same trailing shape: concatenated along axis 1 into one output, as the stacked minima and maxima
                 stacked_means.setdefault(tuple(shape.to_shape())[2:], []).append((request, mean))
             else:
@@ -250,8 +251,8 @@ def _reduce_to_column(output: ov.Output, rank: int, reduce) -> ov.Output:
 
 
 def _reduce(output: ov.Output, rank: int, per_channel: bool, reduce, axis: int = 1) -> ov.Output:
-    """Reduce to [N, C] (per channel along `axis`) or [N]. Channel axis 1: spatial axes first, then channels, which
-    the CPU runs faster than one reduction over all axes (measured 7% vs 16% over plain inference on ResNet-50)."""
+    """Reduce to [N, C] (per channel along `axis`) or [N]: spatial axes first, then channels (the CPU plugin
+    merges the two into one reduction when nothing else reads the first)."""
     if per_channel and axis % rank != 1:
         axes = np.array([a for a in range(1, rank) if a != axis % rank], np.int64)
         return reduce(output, axes, False).output(0)
