@@ -155,8 +155,8 @@ def test_means_on_the_first_items_only(monkeypatch, concurrent_bytes, means_shar
     monkeypatch.setattr(collect, "CONCURRENT_COMPILE_BYTES", concurrent_bytes)
     compiled = []
     compile_model = collect._compile
-    monkeypatch.setattr(collect, "_compile", lambda core, m: compiled.append(len(m.model.outputs)) or
-                        compile_model(core, m))
+    monkeypatch.setattr(collect, "_compile", lambda core, m, config: compiled.append(len(m.model.outputs)) or
+                        compile_model(core, m, config))
     model = builders.dynamic_batch()
     samples = builders.images(6, shape=(1, 3, 8, 8))
     mean = MeanRequest("input", 0, "channel")
@@ -190,3 +190,23 @@ def test_per_channel_rows_along_the_last_axis():
     np.testing.assert_allclose(mins, [s[0].min(axis=0) for s in samples])
     np.testing.assert_allclose(maxs, [s[0].max(axis=0) for s in samples])
     np.testing.assert_allclose(stats[request].global_max, np.max([s[0].max(axis=0) for s in samples], axis=0))
+
+
+def test_one_inference_stream_for_a_model_with_large_activations():
+    from ovptq.statistics.collect import ONE_STREAM_ACTIVATION_BYTES, activation_bytes, compile_config
+
+    def relu_model(shape, weight_bytes=0):
+        x = ops.parameter(shape, np.float32, name="input")
+        y = ops.relu(x, name="relu")
+        if weight_bytes:  # f16 weights decompressed by Convert: a constant sub-graph, not an activation
+            weight = ops.convert(ops.constant(np.zeros(weight_bytes // 2, np.float16)), ov.Type.f32)
+            y = ops.add(y, ops.reduce_sum(weight, np.int64(0), False))
+        return builders.model(y, x)
+
+    small = relu_model([1, 8, 64, 64], weight_bytes=2 * ONE_STREAM_ACTIVATION_BYTES)
+    assert activation_bytes(small) == 3 * 8 * 64 * 64 * 4  # the input, relu and add; not the f16 weights
+    assert compile_config(small)["PERFORMANCE_HINT"] == "THROUGHPUT"
+    large = relu_model([1, 64, 1024, 1024])  # 256 MB per tensor
+    assert activation_bytes(large) > ONE_STREAM_ACTIVATION_BYTES
+    assert compile_config(large) == {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+    assert compile_config(relu_model([-1, 64, 1024, 1024]))["PERFORMANCE_HINT"] == "THROUGHPUT"  # dynamic: unknown
