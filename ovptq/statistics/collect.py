@@ -365,12 +365,15 @@ def collect_statistics(model: ov.Model, requests: list, dataset: Dataset, subset
         folding = {"aggregates": aggregates, "quantiles": quantile_aggregates, "means": means}
         return _run_phase(stats_model, compiled, stream, limit, folding, inference_requests, bar)
 
+    def tensors_only() -> StatisticsModel:  # the lighter copy that serves the items after the first mean_items
+        return StatisticsModel(model, [r for r in requests if isinstance(r, TensorRequest)])
+
     light_model, light = None, None
     config = compile_config(model)
     try:
         started = time.perf_counter()
         if limit is not None and _constant_bytes(model) <= CONCURRENT_COMPILE_BYTES:
-            light_model = StatisticsModel(model, [r for r in requests if isinstance(r, TensorRequest)])
+            light_model = tensors_only()
             with ThreadPoolExecutor(1) as pool:
                 light = pool.submit(_compile, core, light_model, config)
                 compiled = _compile(core, full_model, config)
@@ -390,7 +393,7 @@ def collect_statistics(model: ov.Model, requests: list, dataset: Dataset, subset
             else:
                 del compiled  # one compiled model alive from here on
                 if light is None:
-                    light_model = StatisticsModel(model, [r for r in requests if isinstance(r, TensorRequest)])
+                    light_model = tensors_only()
                     light = _compile(core, light_model, config)
                 compiled, light = light, None
                 samples, count = run(light_model, compiled, None, {})
