@@ -206,7 +206,12 @@ def _batch_split(shape: tuple[int, ...], expected: ov.PartialShape) -> int | Non
     return shape[0] // first.get_length()
 
 
-def batch_size_of(request: dict[str, np.ndarray]) -> int:
+def bind_requests(item: Any, inputs: list[ModelInput], index: int) -> list[dict[int, np.ndarray]]:
+    """`bind_inputs`, each request keyed by input position, as infer requests take it."""
+    return [{i: bound[m.name] for i, m in enumerate(inputs)} for bound in bind_inputs(item, inputs, index)]
+
+
+def batch_size_of(request: dict) -> int:
     """The number of samples in one request: the leading dimension of its first input of rank >= 1."""
     for array in request.values():
         if array.ndim >= 1:

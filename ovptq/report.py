@@ -24,7 +24,7 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
-from ovptq.dataset import Dataset, ModelInput, bind_inputs
+from ovptq.dataset import Dataset, ModelInput, bind_requests
 from ovptq.errors import ModelError
 from ovptq.progress import progress
 
@@ -218,8 +218,8 @@ def _shadow(original: ov.Node, quantized: ov.Node) -> ov.Node:
 def _items(dataset: Dataset, inputs: list[ModelInput], samples: int) -> list[dict]:
     items = []
     for index, item in dataset.items():
-        for request in bind_inputs(item, inputs, index):
-            items.append({i: request[m.name] for i, m in enumerate(inputs)})
+        for request in bind_requests(item, inputs, index):
+            items.append(request)
             if len(items) == samples:
                 return items
     return items

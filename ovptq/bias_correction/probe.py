@@ -15,7 +15,7 @@ import openvino as ov
 import openvino.opset13 as ops
 
 from ovptq.bias_correction.layers import Layer
-from ovptq.dataset import Dataset, ModelInput, bind_inputs
+from ovptq.dataset import Dataset, ModelInput, bind_requests
 from ovptq.errors import DatasetError
 from ovptq.inference import AsyncRunner
 
@@ -59,8 +59,7 @@ class BiasProbe:
         """The first `count` items as model inputs, kept in memory for the stages."""
         bound = []
         for index, item in dataset.items(limit=count):
-            for inputs in bind_inputs(item, self.data_inputs, index):
-                bound.append({i: inputs[m.name] for i, m in enumerate(self.data_inputs)})
+            bound.extend(bind_requests(item, self.data_inputs, index))
         if not bound:
             raise DatasetError("The calibration dataset is empty: full bias correction has no item to run.")
         return bound

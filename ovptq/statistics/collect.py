@@ -17,7 +17,7 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
-from ovptq.dataset import Dataset, ModelInput, batch_size_of, bind_inputs
+from ovptq.dataset import Dataset, ModelInput, batch_size_of, bind_requests
 from ovptq.errors import DatasetError, StatisticsError, UnsupportedModelError
 from ovptq.inference import AsyncRunner
 from ovptq.progress import progress
@@ -475,14 +475,13 @@ def _run_phase(stats_model: StatisticsModel, compiled: ov.CompiledModel, stream,
                 index, item = next(stream)
             except StopIteration:
                 break
-            for inputs in bind_inputs(item, stats_model.inputs, index):
-                feed = {i: inputs[m.name] for i, m in enumerate(stats_model.inputs)}
+            for feed in bind_requests(item, stats_model.inputs, index):
                 try:
                     runner.start(feed, sequence)
                 except RuntimeError as error:
                     raise DatasetError(f"Dataset item {index} could not be fed to the model: {error}") from error
-                pending.append((sequence, index, batch_size_of(inputs)))
-                total_samples += batch_size_of(inputs)
+                pending.append((sequence, index, batch_size_of(feed)))
+                total_samples += batch_size_of(feed)
                 sequence += 1
             items += 1
             bar.update(1)
