@@ -1,0 +1,114 @@
+"""Quantize wall time and peak memory, repeated: the variants take turns within each round.
+
+    python -m benchmarks.timing --models light_resnet50 --variants nncf ovptq ovptq_nobc --repeat 5
+    python -m benchmarks.timing --models ppocr_rec ppocr_cls --variants nncf ovptq_nobc ovptq --update-readme
+
+`benchmarks.compare` quantizes once per variant, and on a shared machine one run can be 10% off. Here each round
+runs every variant once, each in its own process, in an order that rotates from round to round; a ratio is taken
+within each round (the runs are minutes apart at most) and the table gives the median of those ratios against the
+first variant listed, and against the variant listed just before, with their smallest and largest values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.compare import RESULTS, calibration_folder, run_tool, update_readme
+from benchmarks.benchmark_app import cpu_description
+from benchmarks.worker import VARIANTS
+
+
+def rounds_of(name: str, variants: list[str], repeat: int, subset_size: int, work: Path) -> list[dict]:
+    """One dict per round: variant -> {"quantize_seconds", "peak_rss_mb"}."""
+    from models import get_model
+    spec = get_model(name)
+    data = calibration_folder(spec, subset_size)
+    out_dir = work / name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rounds = []
+    for index in range(repeat):
+        order = variants[index % len(variants):] + variants[:index % len(variants)]
+        runs = {}
+        for variant in order:
+            result = run_tool(variant, spec.xml_path(), data, out_dir, subset_size, spec.model_type)
+            runs[variant] = {key: result[key] for key in ("quantize_seconds", "peak_rss_mb")}
+        print(f"  round {index + 1}: " + ", ".join(f"{v} {runs[v]['quantize_seconds']:.2f} s" for v in variants),
+              flush=True)
+        rounds.append(runs)
+    return rounds
+
+
+def summary(name: str, variants: list[str], rounds: list[dict]) -> dict:
+    """Median time and memory per variant; per-round time ratios against the first and the previous variant."""
+    row: dict = {"model": name, "rounds": len(rounds), "variants": {}}
+    for position, variant in enumerate(variants):
+        seconds = [r[variant]["quantize_seconds"] for r in rounds]
+        row["variants"][variant] = {
+            "seconds_median": statistics.median(seconds), "seconds": seconds,
+            "peak_rss_mb_median": statistics.median(r[variant]["peak_rss_mb"] for r in rounds),
+            "against_first": _ratios(rounds, variant, variants[0]) if position else None,
+            "against_previous": _ratios(rounds, variant, variants[position - 1]) if position > 1 else None}
+    return row
+
+
+def _ratios(rounds: list[dict], variant: str, reference: str) -> dict:
+    ratios = [r[variant]["quantize_seconds"] / r[reference]["quantize_seconds"] for r in rounds]
+    return {"reference": reference, "median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
+
+
+def _ratio_cell(ratios: dict | None) -> str:
+    if ratios is None:
+        return "-"
+    return f"{ratios['median']:.2f} ({ratios['min']:.2f}-{ratios['max']:.2f}) of {ratios['reference']}"
+
+
+def table(rows: list[dict]) -> list[str]:
+    lines = ["| model | variant | quantize s: median (each round) | time ratio: median (min-max) | "
+             "time ratio to the previous variant | peak RSS MB, median |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        for variant, v in row["variants"].items():
+            runs = ", ".join(f"{s:.1f}" for s in v["seconds"])
+            lines.append(f"| {row['model']} | {variant} | {v['seconds_median']:.2f} ({runs}) "
+                         f"| {_ratio_cell(v['against_first'])} | {_ratio_cell(v['against_previous'])} "
+                         f"| {v['peak_rss_mb_median']:.0f} |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["light_resnet50"])
+    parser.add_argument("--variants", nargs="+", default=["nncf", "ovptq"], choices=VARIANTS,
+                        help="the first one is the reference of the ratios")
+    parser.add_argument("--repeat", type=int, default=5, help="rounds")
+    parser.add_argument("--subset-size", type=int, default=300)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--update-readme", action="store_true", help="write the table into README.md")
+    args = parser.parse_args(argv)
+    command = "python -m benchmarks.timing " + " ".join(argv if argv is not None else sys.argv[1:])
+    started = time.time()
+    rows = []
+    for name in args.models:
+        print(f"== {name}", flush=True)
+        rows.append(summary(name, args.variants, rounds_of(name, args.variants, args.repeat, args.subset_size,
+                                                          args.out / "irs" / "timing")))
+        print("\n".join(table(rows[-1:])), flush=True)
+    minutes = (time.time() - started) / 60
+    markdown = [f"Machine: {cpu_description()}, 2 cores. Command: `{command.strip()}` ({minutes:.0f} min).", "",
+                *table(rows)]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "timing.json").write_text(json.dumps({"command": command.strip(), "machine": cpu_description(),
+                                                      "minutes": minutes, "rows": rows}, indent=1))
+    (args.out / "timing.md").write_text("\n".join(markdown) + "\n")
+    print("\n".join(markdown))
+    if args.update_readme:
+        update_readme(markdown, marker="timing")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
