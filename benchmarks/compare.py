@@ -135,16 +135,23 @@ def table(rows: list[dict]) -> list[str]:
 
 def write_results(rows: list[dict], command: str, started: float, out: Path, variants: bool) -> list[str]:
     """Write compare.json and compare.md for the models measured so far; return the Markdown lines."""
-    summary = {"machine": cpu_description(), "command": command, "minutes": (time.time() - started) / 60,
-               "rows": rows}
-    (out / "compare.json").write_text(json.dumps(summary, indent=1))
-    markdown = [f"Machine: {summary['machine']}, 2 cores. Command: `{summary['command']}` "
-                f"({summary['minutes']:.0f} min).", "", *table(rows), "", "All metrics:", "", *metrics_table(rows),
-                "", "Where the data comes from:", "", *(f"- `{r['model']}`: {r['data_note']}" for r in rows)]
+    lines = [*table(rows), "", "All metrics:", "", *metrics_table(rows), "", "Where the data comes from:", "",
+             *(f"- `{r['model']}`: {r['data_note']}" for r in rows)]
     if variants:
-        markdown += ["", "Variants: bias correction modes and model_type=\"transformer\" (headline metric, quantize "
-                     "wall time):", "", *variants_table(rows)]
-    (out / "compare.md").write_text("\n".join(markdown) + "\n")
+        lines += ["", "Variants: bias correction modes and model_type=\"transformer\" (headline metric, quantize "
+                  "wall time):", "", *variants_table(rows)]
+    return save_run(out, "compare", command, started, rows, lines)
+
+
+def save_run(out: Path, stem: str, command: str, started: float, rows: list, lines: list[str]) -> list[str]:
+    """Write `stem`.json (the rows) and `stem`.md (machine, command and duration, then `lines`) to `out`; return
+    the Markdown lines."""
+    minutes = (time.time() - started) / 60
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(
+        {"machine": cpu_description(), "command": command, "minutes": minutes, "rows": rows}, indent=1))
+    markdown = [f"Machine: {cpu_description()}, 2 cores. Command: `{command}` ({minutes:.0f} min).", "", *lines]
+    (out / f"{stem}.md").write_text("\n".join(markdown) + "\n")
     return markdown
 
 

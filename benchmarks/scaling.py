@@ -11,13 +11,11 @@ from disk, so the data does not count in peak memory). Results: benchmarks/resul
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-from benchmarks.benchmark_app import cpu_description
-from benchmarks.compare import RESULTS, calibration_folder, run_tool, update_readme
+from benchmarks.compare import RESULTS, calibration_folder, run_tool, save_run, update_readme
 
 DEFAULT_MODELS = ["ppocr_cls", "ppocr_rec", "mobilenet_v2", "light_resnet50"]
 DEFAULT_SIZES = [100, 300, 1000]
@@ -104,14 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in args.models:
         rows += measure(name, sorted(args.sizes), args.out / "irs" / "scaling")
-    minutes = (time.time() - started) / 60
-    (args.out / "scaling.json").write_text(json.dumps(
-        {"machine": cpu_description(), "command": command.strip(), "minutes": minutes, "rows": rows}, indent=1))
-    markdown = [f"Machine: {cpu_description()}, 2 cores. Command: `{command.strip()}` ({minutes:.0f} min).", "",
-                *table(rows)]
+    lines = table(rows)
     if plot(rows, args.out / "scaling.png"):
-        markdown += ["", "![quantize time and peak memory against subset size](benchmarks/results/scaling.png)"]
-    (args.out / "scaling.md").write_text("\n".join(markdown) + "\n")
+        lines += ["", "![quantize time and peak memory against subset size](benchmarks/results/scaling.png)"]
+    markdown = save_run(args.out, "scaling", command.strip(), started, rows, lines)
     print("\n".join(markdown))
     if args.update_readme:
         update_readme(markdown, marker="scaling")

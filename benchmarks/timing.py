@@ -12,14 +12,12 @@ first variant listed, and against the variant listed just before, with their sma
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from benchmarks.compare import RESULTS, calibration_folder, run_tool, update_readme
-from benchmarks.benchmark_app import cpu_description
+from benchmarks.compare import RESULTS, calibration_folder, run_tool, save_run, update_readme
 from benchmarks.worker import VARIANTS
 
 
@@ -97,13 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(summary(name, args.variants, rounds_of(name, args.variants, args.repeat, args.subset_size,
                                                           args.out / "irs" / "timing")))
         print("\n".join(table(rows[-1:])), flush=True)
-    minutes = (time.time() - started) / 60
-    markdown = [f"Machine: {cpu_description()}, 2 cores. Command: `{command.strip()}` ({minutes:.0f} min).", "",
-                *table(rows)]
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "timing.json").write_text(json.dumps({"command": command.strip(), "machine": cpu_description(),
-                                                      "minutes": minutes, "rows": rows}, indent=1))
-    (args.out / "timing.md").write_text("\n".join(markdown) + "\n")
+    markdown = save_run(args.out, "timing", command.strip(), started, rows, table(rows))
     print("\n".join(markdown))
     if args.update_readme:
         update_readme(markdown, marker="timing")
