@@ -212,8 +212,9 @@ def bind_requests(item: Any, inputs: list[ModelInput], index: int) -> list[dict[
 
 
 def batch_size_of(request: dict) -> int:
-    """The number of samples in one request: the leading dimension of its first input of rank >= 1."""
+    """The number of samples in one request: the leading dimension of its first input of rank >= 2. Inputs of rank
+    0 and 1 have no batch axis (a vector is one sample, not one sample per element), so such a request is one."""
     for array in request.values():
-        if array.ndim >= 1:
+        if array.ndim >= 2:
             return int(array.shape[0])
     return 1

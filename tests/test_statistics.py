@@ -56,6 +56,24 @@ def test_batch_of_n_gives_the_same_statistics_as_n_batches_of_one(builder):
             np.testing.assert_allclose(getattr(a, field), getattr(b, field), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("length", [5, 1])
+def test_a_vector_input_is_one_sample_not_one_sample_per_element(length):
+    """A rank-1 input has no batch axis: each item is one sample, whose minimum and maximum span the whole vector
+    (averaging per-element extremes shrank ranges to the mean of the data, even for a static length)."""
+    x = ops.parameter([length], np.float32, name="input")
+    gate = ops.convert(ops.greater(x, np.float32(0.5)), ov.Type.f32, name="gate")
+    y = ops.multiply(x, gate, name="y")
+    model = builders.model([y], x)
+    requests = [TensorRequest("input", 0), TensorRequest("gate", 0, non_negative=True)]
+    rng = np.random.default_rng(0)
+    items = [rng.uniform(-2, 2, length).astype(np.float32) for _ in range(4)]
+    stats, count = collect_statistics(model, requests, Dataset(items), subset_size=300)
+    assert count == 4
+    assert stats[requests[0]].mean_min == pytest.approx(np.mean([v.min() for v in items]), rel=1e-6)
+    assert stats[requests[0]].mean_max == pytest.approx(np.mean([v.max() for v in items]), rel=1e-6)
+    assert stats[requests[1]].mean_max == pytest.approx(np.mean([float((v > 0.5).any()) for v in items]))
+
+
 def test_stacked_reductions_of_several_ranks_match_a_direct_computation():
     """A static batch stacks per-tensor reductions by rank (and sign) into a few outputs; each column must still
     be its own tensor's per-sample minimum and maximum."""

@@ -328,10 +328,15 @@ def _float_output(output: ov.Output, request) -> ov.Output:
 
 
 def _static_batch(model: ov.Model) -> int | None:
-    """The batch size when every input has the same static leading dimension, else None."""
-    firsts = {p.get_partial_shape()[0].get_length() if p.get_partial_shape().rank.is_static
-              and p.get_partial_shape().rank.get_length() and p.get_partial_shape()[0].is_static else None
-              for p in model.get_parameters()}
+    """The batch size when every input of rank >= 2 has the same static leading dimension (inputs of rank 0 and 1
+    have no batch axis, as in `batch_size_of`), else None."""
+    firsts = set()
+    for parameter in model.get_parameters():
+        shape = parameter.get_partial_shape()
+        if shape.rank.is_dynamic:
+            return None
+        if shape.rank.get_length() >= 2:
+            firsts.add(shape[0].get_length() if shape[0].is_static else None)
     return firsts.pop() if len(firsts) == 1 else None
 
 
