@@ -1,13 +1,14 @@
-"""Asynchronous inference with Python callbacks that can safely be torn down.
+"""Asynchronous inference on a few infer requests, read back in the calling thread.
 
-`ov.AsyncInferQueue.wait_all()` can return while a callback is still waiting for the GIL in an inference thread;
-destroying the compiled model then (the main thread holding the GIL, the executor joining that thread) deadlocks.
-`AsyncRunner.finish()` also waits, with the GIL released, until every callback has returned.
+No Python callback runs in OpenVINO's threads. With `ov.AsyncInferQueue` callbacks, the callback's closure tied
+the runner into a reference cycle, so its requests (and their compiled model) stayed in memory until the next
+garbage collection, and freeing them at once instead raced with the end of the last callback. Here each request
+is waited for and read by the thread that started it: dropping the runner frees everything at once, safely.
 """
 
 from __future__ import annotations
 
-import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -16,44 +17,49 @@ import openvino as ov
 
 class AsyncRunner:
     def __init__(self, compiled: ov.CompiledModel, jobs: int | None, read: Callable[[ov.InferRequest], Any]):
-        """`read(request)` runs in the callback and returns what to keep of the request's outputs."""
+        """`read(request)` returns what to keep of a finished request's outputs."""
         jobs = jobs or compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
-        self.queue = ov.AsyncInferQueue(compiled, jobs)
-        self.done = threading.Condition()
+        self.idle = deque(compiled.create_infer_request() for _ in range(jobs))
+        self.running: deque[tuple[ov.InferRequest, Any]] = deque()  # in the order they were started
         self.results: dict[Any, Any] = {}
-        self.started = 0
-        self.finished = 0
-
-        def on_done(request: ov.InferRequest, key) -> None:
-            try:
-                value = read(request)
-            except BaseException as error:  # handed to the main thread
-                value = error
-            with self.done:
-                self.results[key] = value
-                self.finished += 1
-                self.done.notify_all()
-
-        self.queue.set_callback(on_done)
+        self.read = read
 
     def start(self, feed: dict, key) -> None:
-        self.queue.start_async(feed, userdata=key)
-        self.started += 1
+        """Start one inference, first waiting for the oldest running one when every request is busy."""
+        if not self.idle:
+            self._complete_oldest()
+        request = self.idle.popleft()
+        try:
+            request.start_async(feed)
+        except BaseException:
+            self.idle.appendleft(request)
+            raise
+        self.running.append((request, key))
+
+    def _complete_oldest(self) -> None:
+        request, key = self.running.popleft()
+        try:
+            request.wait()
+            value = self.read(request)
+        except BaseException as error:  # handed over by pop
+            value = error
+        self.results[key] = value
+        self.idle.append(request)
 
     def pop(self, key) -> Any:
-        """The result for `key` if its callback has run (raising what the callback raised), else KeyError."""
-        with self.done:
-            value = self.results.pop(key)
+        """The result for `key` if its inference has been read (raising what it raised), else KeyError."""
+        value = self.results.pop(key)
         if isinstance(value, BaseException):
             raise value
         return value
 
     def ready(self, key) -> bool:
-        with self.done:
-            return key in self.results
+        """Read every leading inference that has finished, without blocking; whether `key`'s result is in."""
+        while self.running and self.running[0][0].wait_for(0):
+            self._complete_oldest()
+        return key in self.results
 
     def finish(self) -> None:
-        """Wait for every request and every callback."""
-        self.queue.wait_all()
-        with self.done:
-            self.done.wait_for(lambda: self.finished == self.started)
+        """Wait for and read every running inference."""
+        while self.running:
+            self._complete_oldest()
