@@ -67,7 +67,7 @@ class CompressedWeight:
         """(float weight, int8 * scale) as the op sees them."""
         value, params = weight_params(self.graph, self.quantizer, self.estimator, self.quantile)
         integers, scale = quantize_weight(value, params)
-        return value, integers.astype(np.float32) * scale
+        return value, np.multiply(integers, scale, dtype=np.float32)
 
 
 def compress_weights(graph: Graph, plan: QuantizationPlan, estimator: RangeEstimator,
