@@ -55,7 +55,7 @@ class AsyncRunner:
 
     def ready(self, key) -> bool:
         """Read every leading inference that has finished, without blocking; whether `key`'s result is in."""
-        while self.running and self.running[0][0].wait_for(0):
+        while self.running and _finished(self.running[0][0]):
             self._complete_oldest()
         return key in self.results
 
@@ -63,3 +63,10 @@ class AsyncRunner:
         """Wait for and read every running inference."""
         while self.running:
             self._complete_oldest()
+
+
+def _finished(request: ov.InferRequest) -> bool:
+    try:
+        return request.wait_for(0)
+    except RuntimeError:  # it failed: reading it records the error for `pop`
+        return True

@@ -6,6 +6,7 @@ import weakref
 import builders
 import numpy as np
 import openvino as ov
+import openvino.opset13 as ops
 import pytest
 
 from ovptq.inference import AsyncRunner
@@ -51,3 +52,16 @@ def test_a_finished_runner_is_freed_without_garbage_collection(compiled):
         assert alive() is None
     finally:
         gc.enable()
+
+
+def test_a_failed_inference_raises_from_pop_and_the_others_go_on():
+    x = ops.parameter([-1], np.float32, name="x")
+    model = ov.Model([ops.result(ops.reshape(x, np.array([2, -1], np.int64), False))], [x])
+    runner = AsyncRunner(ov.Core().compile_model(model, "CPU"), 2, lambda r: r.get_output_tensor(0).data.copy())
+    for key, length in enumerate([4, 3, 6]):  # 3 values do not make two rows
+        runner.start({0: np.ones(length, np.float32)}, key)
+        runner.ready(key)
+    runner.finish()
+    assert runner.pop(0).shape == (2, 2) and runner.pop(2).shape == (2, 3)
+    with pytest.raises(RuntimeError):
+        runner.pop(1)

@@ -228,3 +228,12 @@ def test_one_inference_stream_for_a_model_with_large_activations():
     assert activation_bytes(large) > ONE_STREAM_ACTIVATION_BYTES
     assert compile_config(large) == {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
     assert compile_config(relu_model([-1, 64, 1024, 1024]))["PERFORMANCE_HINT"] == "THROUGHPUT"  # dynamic: unknown
+
+
+def test_an_item_the_model_fails_on_is_named():
+    x = ops.parameter([-1], np.float32, name="input")
+    rows = ops.reshape(x, np.array([2, -1], np.int64), False, name="rows")
+    model = builders.model([ops.relu(rows, name="relu1")], x)
+    items = [np.ones(4, np.float32), np.ones(3, np.float32), np.ones(6, np.float32)]  # item 1 has no two rows
+    with pytest.raises(StatisticsError, match="Inference failed on dataset item 1"):
+        collect_statistics(model, [RELU], Dataset(items), subset_size=300)
