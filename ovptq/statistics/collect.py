@@ -486,8 +486,9 @@ def _run_phase(stats_model: StatisticsModel, compiled: ov.CompiledModel, stream,
                     runner.start(feed, sequence)
                 except RuntimeError as error:
                     raise DatasetError(f"Dataset item {index} could not be fed to the model: {error}") from error
-                pending.append((sequence, index, batch_size_of(feed)))
-                total_samples += batch_size_of(feed)
+                samples = batch_size_of(feed)
+                pending.append((sequence, index, samples))
+                total_samples += samples
                 sequence += 1
             items += 1
             bar.update(1)
