@@ -22,6 +22,7 @@ import openvino.opset13 as ops
 
 from ovptq.graph.graph import Graph
 from ovptq.graph.weights import find_weight, weight_value
+from ovptq.hardware import SHAPE_OPS
 from ovptq.placement.plan import ActivationQuantizer, QuantizationPlan
 from ovptq.statistics.collect import TensorRequest, TensorStatistics
 
@@ -44,18 +45,30 @@ class SmoothGroup:
 
 
 def smoothing_groups(graph: Graph, plan: QuantizationPlan) -> list[SmoothGroup]:
-    """Tensors whose quantizer feeds only MatMuls x @ W with a constant 2-D W that no other op uses."""
+    """Tensors whose quantizer feeds only MatMuls x @ W with a constant 2-D W that no other op uses, except
+    attention outputs."""
     weighted = {w.node for w in plan.weights}
     groups = []
     for q in plan.activations:
         layers = tuple(c.node for c in q.consumers)
         if q.per_channel or not all(c.port == 0 and _smoothable(graph, c.node, weighted) for c in q.consumers):
             continue
+        if _attention_output(graph, q.producer):
+            continue
         shape = graph.output_shape(q.producer, q.port)
         if shape.rank.is_dynamic or shape[shape.rank.get_length() - 1].is_dynamic:
             continue
         groups.append(SmoothGroup(q.name, q.producer, q.port, layers, shape[shape.rank.get_length() - 1].get_length()))
     return groups
+
+
+def _attention_output(graph: Graph, node: str) -> bool:
+    """Whether `node` is, up to shape-only ops, a MatMul of two activations (Softmax x V with its heads merged).
+    Such tensors are left alone: smoothing them lowered all-MiniLM-L6-v2's mean cosine to FP32 from 0.9953 to
+    0.9949."""
+    while graph.type(node) in SHAPE_OPS:
+        node = graph.producer(node, 0).node
+    return graph.type(node) == "MatMul" and find_weight(graph, node) is None
 
 
 def _smoothable(graph: Graph, node: str, weighted: set[str]) -> bool:

@@ -142,7 +142,7 @@ def test_attention_block_quantizes_linear_inputs_and_query_key_symmetric_only(tr
     assert plan.summary()["activations"] == {
         "embeddings:0": ["key:0", "query:0", "value:0"],   # not the residual Add beside them
         "query/bias:0": ["query/split:0"], "key/bias:0": ["key/split:0"],   # Q x K^T, above reshape/transpose
-        "context:0": ["merge:0"],                          # the output dense, above transpose/reshape
+        "merge/reshape:0": ["out:0"],                      # the output dense, below the heads Transpose/Reshape
         "ln1/beta:0": ["ffn1:0"], "gelu:0": ["ffn2:0"]}
     symmetric = {q.producer for q in plan.activations if q.symmetric}
     assert symmetric == {"query/bias", "key/bias"}         # act x act MatMul: no zero points, even under mixed

@@ -100,3 +100,13 @@ def test_full_correction_measures_a_layer_that_took_1_over_s_in_its_own_coordina
     # proj1 outputs y / s after SmoothQuant folded 1/s into it; compared with FP32 means of y it would show a shift
     # of the order of y itself (1.67x its output scale before this was handled)
     assert records["proj1"]["method"] == "full" and records["proj1"]["max_relative_shift"] < 0.01
+
+
+def test_attention_output_is_not_smoothed_but_the_layers_reading_layer_norms_are():
+    graph = Graph(builders.attention_block().clone())
+    plan = plan_quantizers(graph, {}, PlacementOptions(symmetric_activations=False, transformer=True))
+    groups = {g.producer: g.layers for g in smooth_quant.smoothing_groups(graph, plan)}
+    # Softmax x V -> Transpose -> Reshape feeds the output dense alone, yet stays unsmoothed
+    assert any(q.producer == "merge/reshape" for q in plan.activations)
+    assert "merge/reshape" not in groups
+    assert groups["ln1/beta"] == ("ffn1",)

@@ -5,7 +5,8 @@
 2. Propagation, from the outputs towards the inputs: when every consumer of every output of a precision-preserving
    op (MaxPool, Reshape, ...) asks for a quantizer, the requests merge and move to the op's input. At a Concat they
    move to every input and those inputs form one unified-range group. A fan-out with a consumer that wants float
-   data keeps one quantizer that feeds only the consumers that asked.
+   data keeps one quantizer that feeds only the consumers that asked. They do not move above a Transpose fed by
+   a MatMul, nor above the shape-only ops after it (`QUANTIZERS_STAY_BELOW`).
 3. Merging: per channel only if every merged request allows it; symmetric if any needs it.
 """
 
@@ -18,7 +19,8 @@ import numpy as np
 
 from ovptq.graph.graph import Graph, Port
 from ovptq.graph.weights import find_weight, is_depthwise, weight_at
-from ovptq.hardware import EMBEDDING_MIN_ROWS, FIRST_LAYER_TYPES, OP_RULES, OVERFLOW_FIX_TYPES, Role
+from ovptq.hardware import (EMBEDDING_MIN_ROWS, FIRST_LAYER_TYPES, OP_RULES, OVERFLOW_FIX_TYPES,
+                             QUANTIZERS_STAY_BELOW, SHAPE_OPS, Role)
 from ovptq.parameters import OverflowFix
 from ovptq.patterns.matcher import IN, Match, find_matches
 from ovptq.patterns.registry import PATTERNS
@@ -162,7 +164,20 @@ def _inputs_to_move_to(graph: Graph, node: str, by_port: dict[int, dict[Port, _R
         ports = list(rule.data_ports or (0,))
     if not all(graph.is_activation_input(node, p) for p in ports):
         return []
+    if _stays_below(graph, node):
+        return []
     return ports
+
+
+def _stays_below(graph: Graph, node: str) -> bool:
+    """Whether requests stop below `node`: an op of QUANTIZERS_STAY_BELOW fed by one of its producer types, or a
+    shape-only op after such an op."""
+    while graph.type(node) in SHAPE_OPS:
+        producer = graph.producer(node, 0).node
+        if graph.type(producer) in QUANTIZERS_STAY_BELOW.get(graph.type(node), ()):
+            return True
+        node = producer
+    return False
 
 
 def _finalize(quantizers: list[ActivationQuantizer], joined: list[frozenset[int]],
