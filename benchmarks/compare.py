@@ -155,6 +155,18 @@ def save_run(out: Path, stem: str, command: str, started: float, rows: list, lin
     return markdown
 
 
+def command_line(module: str, argv: list[str] | None) -> str:
+    """The command that ran `module`, as the results and the README quote it."""
+    return f"python -m {module} {' '.join(argv if argv is not None else sys.argv[1:])}".strip()
+
+
+def publish(markdown: list[str], marker: str, to_readme: bool) -> None:
+    """Print a run's Markdown and, with `to_readme`, write it between README.md's `marker` markers."""
+    print("\n".join(markdown))
+    if to_readme:
+        update_readme(markdown, marker)
+
+
 def update_readme(markdown: list[str], marker: str = "results",
                   readme: Path = Path(__file__).parent.parent / "README.md") -> None:
     """Replace the text between the `marker` markers of README.md with this run's tables."""
@@ -184,15 +196,13 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     rows = []
-    command = "python -m benchmarks.compare " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line("benchmarks.compare", argv)
     for name in models:
         print(f"== {name}", flush=True)
         rows.append(measure(name, subset, rounds, seconds, args.out / "irs", tuple(args.variants)))
         print("\n".join(table(rows[-1:])), flush=True)
-        markdown = write_results(rows, command.strip(), started, args.out, bool(args.variants))  # after each model
-    print("\n".join(markdown))
-    if args.update_readme:
-        update_readme(markdown)
+        markdown = write_results(rows, command, started, args.out, bool(args.variants))  # after each model
+    publish(markdown, "results", args.update_readme)
     return 0
 
 

@@ -180,17 +180,15 @@ def main(argv: list[str] | None = None) -> int:
             if (index + 1) % 100 == 0:
                 print(f"{index + 1} / {len(names)}", flush=True)
     from benchmarks.benchmark_app import cpu_description
-    command = "python -m benchmarks.corpus " + " ".join(argv if argv is not None else sys.argv[1:])
-    markdown = [f"Machine: {cpu_description()}. Command: `{command.strip()}` ({(time.time() - started) / 60:.0f} "
-                f"min), ONNX node tests of {WHEEL}, OpenVINO {ov.get_version().split('-')[0]}.", "",
+    from benchmarks.compare import command_line, publish
+    markdown = [f"Machine: {cpu_description()}. Command: `{command_line('benchmarks.corpus', argv)}` "
+                f"({(time.time() - started) / 60:.0f} min), ONNX node tests of {WHEEL}, "
+                f"OpenVINO {ov.get_version().split('-')[0]}.", "",
                 *summary(results)]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "corpus.json").write_text(json.dumps(results, indent=1))
     (args.out / "corpus.md").write_text("\n".join(markdown) + "\n")
-    print("\n".join(markdown))
-    if args.update_readme:
-        from benchmarks.compare import update_readme
-        update_readme(markdown, marker="corpus")
+    publish(markdown, "corpus", args.update_readme)
     return 1 if any(r["outcome"] == "crashed" for r in results.values()) else 0
 
 

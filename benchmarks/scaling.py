@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.compare import RESULTS, calibration_folder, run_tool, save_run, update_readme
+from benchmarks.compare import RESULTS, calibration_folder, command_line, publish, run_tool, save_run
 
 DEFAULT_MODELS = ["ppocr_cls", "ppocr_rec", "mobilenet_v2", "light_resnet50"]
 DEFAULT_SIZES = [100, 300, 1000]
@@ -98,17 +98,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    command = "python -m benchmarks.scaling " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line("benchmarks.scaling", argv)
     rows = []
     for name in args.models:
         rows += measure(name, sorted(args.sizes), args.out / "irs" / "scaling")
     lines = table(rows)
     if plot(rows, args.out / "scaling.png"):
         lines += ["", "![quantize time and peak memory against subset size](benchmarks/results/scaling.png)"]
-    markdown = save_run(args.out, "scaling", command.strip(), started, rows, lines)
-    print("\n".join(markdown))
-    if args.update_readme:
-        update_readme(markdown, marker="scaling")
+    publish(save_run(args.out, "scaling", command, started, rows, lines), "scaling", args.update_readme)
     return 0
 
 

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.compare import RESULTS, calibration_folder, run_tool, save_run, update_readme
+from benchmarks.compare import RESULTS, calibration_folder, command_line, publish, run_tool, save_run
 from benchmarks.worker import VARIANTS
 
 
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--update-readme", action="store_true", help="write the table into README.md")
     args = parser.parse_args(argv)
-    command = "python -m benchmarks.timing " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line("benchmarks.timing", argv)
     started = time.time()
     rows = []
     for name in args.models:
@@ -95,10 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(summary(name, args.variants, rounds_of(name, args.variants, args.repeat, args.subset_size,
                                                           args.out / "irs" / "timing")))
         print("\n".join(table(rows[-1:])), flush=True)
-    markdown = save_run(args.out, "timing", command.strip(), started, rows, table(rows))
-    print("\n".join(markdown))
-    if args.update_readme:
-        update_readme(markdown, marker="timing")
+    publish(save_run(args.out, "timing", command, started, rows, table(rows)), "timing", args.update_readme)
     return 0
 
 
