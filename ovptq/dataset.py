@@ -16,6 +16,9 @@ import openvino as ov
 from ovptq.errors import DatasetError, ParameterError
 from ovptq.graph.graph import numpy_dtype
 
+# Inputs of lower rank (scalars, vectors) have no batch axis: a vector is one sample, not one per element.
+BATCH_MIN_RANK = 2
+
 
 class Dataset:
     """An iterable of calibration items with an optional `transform_fn` applied to each (as `nncf.Dataset`)."""
@@ -212,9 +215,9 @@ def bind_requests(item: Any, inputs: list[ModelInput], index: int) -> list[dict[
 
 
 def batch_size_of(request: dict) -> int:
-    """The number of samples in one request: the leading dimension of its first input of rank >= 2. Inputs of rank
-    0 and 1 have no batch axis (a vector is one sample, not one sample per element), so such a request is one."""
+    """The number of samples in one request: the leading dimension of its first input of rank >= BATCH_MIN_RANK;
+    a request with none is one sample."""
     for array in request.values():
-        if array.ndim >= 2:
+        if array.ndim >= BATCH_MIN_RANK:
             return int(array.shape[0])
     return 1

@@ -17,7 +17,7 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
-from ovptq.dataset import Dataset, ModelInput, batch_size_of, bind_requests
+from ovptq.dataset import BATCH_MIN_RANK, Dataset, ModelInput, batch_size_of, bind_requests
 from ovptq.errors import DatasetError, StatisticsError, UnsupportedModelError
 from ovptq.inference import AsyncRunner
 from ovptq.progress import progress
@@ -329,14 +329,14 @@ def _float_output(output: ov.Output, request) -> ov.Output:
 
 
 def _static_batch(model: ov.Model) -> int | None:
-    """The batch size when every input of rank >= 2 has the same static leading dimension (inputs of rank 0 and 1
-    have no batch axis, as in `batch_size_of`), else None."""
+    """The batch size when every input of rank >= BATCH_MIN_RANK (those with a batch axis, as in `batch_size_of`)
+    has the same static leading dimension, else None."""
     firsts = set()
     for parameter in model.get_parameters():
         shape = parameter.get_partial_shape()
         if shape.rank.is_dynamic:
             return None
-        if shape.rank.get_length() >= 2:
+        if shape.rank.get_length() >= BATCH_MIN_RANK:
             firsts.add(shape[0].get_length() if shape[0].is_static else None)
     return firsts.pop() if len(firsts) == 1 else None
 
