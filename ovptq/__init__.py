@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 
 from ovptq import errors  # noqa: E402
 from ovptq.dataset import Dataset  # noqa: E402
-from ovptq.inspect import Int8Report, inspect  # noqa: E402
+from ovptq.runtime.inspect import Int8Report, inspect  # noqa: E402
 from ovptq.parameters import (AdvancedQuantizationParameters, AdvancedSmoothQuantParameters,  # noqa: E402
                               ModelType, OverflowFix,
                               QuantizationPreset, RangeEstimator, TargetDevice)

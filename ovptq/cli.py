@@ -15,7 +15,7 @@ import json
 import logging
 import sys
 
-from ovptq import bench
+from ovptq.runtime import bench
 
 log = logging.getLogger("ovptq")
 

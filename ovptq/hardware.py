@@ -1,7 +1,8 @@
 """What the OpenVINO CPU plugin runs in INT8, as one table read by the placement stage.
 
 Roles:
-  WEIGHTED      takes quantized activations and int8 per-output-channel symmetric weights (Conv, MatMul, ...).
+  WEIGHTED      takes quantized activations and int8 per-output-channel symmetric weights (Conv, MatMul, ...);
+                its `layout` says where the output channels are on the weight and on the output.
   QUANTIZABLE   takes quantized activations on its float data inputs (eltwise, pooling, reductions, ...).
   AGNOSTIC      precision-preserving: a quantizer wanted at its output may move to its input (MaxPool, Reshape...).
   CONCAT        like AGNOSTIC, but the quantizer moves to every input and those inputs share one range.
@@ -24,6 +25,24 @@ class Role(enum.Enum):
 
 
 @dataclass(frozen=True)
+class WeightLayout:
+    """Where a weighted op keeps its output channels: axes `weight_axes` of its weight (None: a MatMul's, by its
+    transpose attributes) and axis `output_axis` of its output. `grouped`: the weight's first axis indexes groups."""
+
+    name: str
+    weight_axes: tuple[int, ...] | None
+    output_axis: int
+    grouped: bool = False
+
+
+CONV = WeightLayout("conv", (0,), 1)                           # [O, I, k...]
+GROUP_CONV = WeightLayout("group_conv", (0, 1), 1, True)       # [G, O, I, k...]
+DECONV = WeightLayout("deconv", (1,), 1)                       # [I, O, k...]
+GROUP_DECONV = WeightLayout("group_deconv", (0, 2), 1, True)   # [G, I, O, k...]
+MATMUL = WeightLayout("matmul", None, -1)                      # [..., K, N], or [..., N, K] with transpose_b
+
+
+@dataclass(frozen=True)
 class OpRule:
     role: Role
     data_ports: tuple[int, ...] | None = None  # float inputs that take quantizers (None: every activation input)
@@ -31,20 +50,23 @@ class OpRule:
     per_channel_input: bool = False            # activation input may be quantized per channel (depthwise only)
     symmetric_inputs: bool = False             # the plugin needs zero-point-free inputs
     with_constant: bool = True                 # quantize `x op constant` (False: only ops of two activations)
+    layout: WeightLayout | None = None         # WEIGHTED ops: where the output channels are
 
 
 _ELTWISE = OpRule(Role.QUANTIZABLE, with_constant=False)
 
 OP_RULES: dict[str, OpRule] = {
     # Linear ops. Activations per tensor (per channel kills the int8 convolution kernels), weights per channel.
-    "Convolution": OpRule(Role.WEIGHTED, data_ports=(0,), weight_ports=(1,)),
-    "GroupConvolution": OpRule(Role.WEIGHTED, data_ports=(0,), weight_ports=(1,), per_channel_input=True),
+    "Convolution": OpRule(Role.WEIGHTED, data_ports=(0,), weight_ports=(1,), layout=CONV),
+    "GroupConvolution": OpRule(Role.WEIGHTED, data_ports=(0,), weight_ports=(1,), per_channel_input=True,
+                               layout=GROUP_CONV),
     # The CPU plugin disables int8 deconvolution for zero points on activations or weights.
-    "ConvolutionBackpropData": OpRule(Role.WEIGHTED, data_ports=(0,), weight_ports=(1,), symmetric_inputs=True),
+    "ConvolutionBackpropData": OpRule(Role.WEIGHTED, data_ports=(0,), weight_ports=(1,), symmetric_inputs=True,
+                                      layout=DECONV),
     "GroupConvolutionBackpropData": OpRule(Role.WEIGHTED, data_ports=(0,), weight_ports=(1,),
-                                           symmetric_inputs=True),
+                                           symmetric_inputs=True, layout=GROUP_DECONV),
     # A MatMul of two activations runs int8 only without zero points; see placement for the two-activation case.
-    "MatMul": OpRule(Role.WEIGHTED, data_ports=(0, 1), weight_ports=(1, 0)),
+    "MatMul": OpRule(Role.WEIGHTED, data_ports=(0, 1), weight_ports=(1, 0), layout=MATMUL),
     # Element-wise arithmetic and comparisons: int8 inputs only when both inputs are activations.
     **{kind: _ELTWISE for kind in ("Add", "Multiply", "Subtract", "Divide", "Maximum", "Minimum", "Less",
                                    "LessEqual", "Greater", "GreaterEqual", "Equal", "NotEqual", "FloorMod",
@@ -62,12 +84,13 @@ OP_RULES: dict[str, OpRule] = {
 }
 
 AGNOSTIC_TYPES = frozenset(kind for kind, rule in OP_RULES.items() if rule.role is Role.AGNOSTIC)
+# The linear ops: int8 kernels with per-output-channel weights.
+LINEAR_TYPES = frozenset(kind for kind, rule in OP_RULES.items() if rule.role is Role.WEIGHTED)
 
 # Precision-preserving ops a quantizer stays below, by the type of the op that feeds them, together with the
-# shape-only ops after them (the CPU plugin moves a quantizer placed between them back up). It runs a u8 Transpose
-# of a MatMul's output (attention heads merged after Softmax x V) with a slow kernel: on all-MiniLM-L6-v2 at one
-# thread per stream, 44 us per Transpose against 5 us in bf16 plus 10 us for the quantize after the Reshape, 2% of
-# the whole inference. Below them the quantized values are the same.
+# shape-only ops after them (the CPU plugin moves a quantizer placed between them back up). The plugin runs a u8
+# Transpose of a MatMul's output (attention heads merged after Softmax x V) with a slow kernel; below them the
+# quantized values are the same.
 QUANTIZERS_STAY_BELOW = {"Transpose": frozenset({"MatMul"})}
 SHAPE_OPS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Transpose"})
 _ARITHMETIC = frozenset({"Add", "Multiply", "Subtract", "Divide"})
@@ -115,12 +138,10 @@ POSTPROCESSING_MARKERS = frozenset({"TopK", "NonMaxSuppression", "NMSRotated", "
 
 # Constant tables read by Gather with at least this many rows (token vocabularies) get int8 rows with one scale
 # each, weight-only: the lookup and what follows stay as they were. Such a table holds a large share of a
-# transformer's weights (all-MiniLM-L6-v2: IR 58.5 -> 23.5 MB, cosine to FP32 unchanged), while 8-bit rows of a
-# small table read at every position cost accuracy (its 512-row position table: mean cosine 0.9952 -> 0.9951).
+# transformer's weights, while 8-bit rows of a small table read at every position cost accuracy.
 EMBEDDING_MIN_ROWS = 4096
 
 # Linear ops whose weights get the overflow fix under OverflowFix.FIRST_LAYER (first reached from an input).
 FIRST_LAYER_TYPES = frozenset({"Convolution"})
 # Linear ops whose weights get the overflow fix under OverflowFix.ENABLE.
-OVERFLOW_FIX_TYPES = frozenset({"Convolution", "GroupConvolution", "ConvolutionBackpropData",
-                                "GroupConvolutionBackpropData", "MatMul"})
+OVERFLOW_FIX_TYPES = LINEAR_TYPES

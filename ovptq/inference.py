@@ -17,7 +17,7 @@ import openvino as ov
 
 class AsyncRunner:
     def __init__(self, compiled: ov.CompiledModel, jobs: int | None, read: Callable[[ov.InferRequest], Any]):
-        """`read(request)` returns what to keep of a finished request's outputs."""
+        """`read(infer_request)` returns what to keep of a finished inference's outputs."""
         jobs = jobs or compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
         self.idle = deque(compiled.create_infer_request() for _ in range(jobs))
         self.running: deque[tuple[ov.InferRequest, Any]] = deque()  # in the order they were started
@@ -41,7 +41,7 @@ class AsyncRunner:
         try:
             request.wait()
             value = self.read(request)
-        except BaseException as error:  # handed over by pop
+        except Exception as error:  # handed over by pop; an interrupt (Ctrl-C) goes up at once
             value = error
         self.results[key] = value
         self.idle.append(request)
@@ -49,7 +49,7 @@ class AsyncRunner:
     def pop(self, key) -> Any:
         """The result for `key` if its inference has been read (raising what it raised), else KeyError."""
         value = self.results.pop(key)
-        if isinstance(value, BaseException):
+        if isinstance(value, Exception):
             raise value
         return value
 

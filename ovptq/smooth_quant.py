@@ -4,32 +4,39 @@ For a tensor x read only by MatMuls with constant weights W (x @ W, features on 
     s_j = a_j^alpha / w_j^(1 - alpha),   a_j = max |x_j| over the calibration data,  w_j = max |W[j, :]| (all readers)
 clipped to [the 10th percentile of s, 100] so quiet features are not blown up. Then x' = x / s and
 W'[j, :] = s_j W[j, :] give x' @ W' = x @ W exactly, while x' has a far flatter per-feature range for its per-tensor
-8-bit quantizer.
+8-bit quantizer. When even the 10th percentile is above 100, the clip would make every s_j equal: such a tensor
+is left alone (a uniform s changes no quantized value).
 
 1/s is folded into the op producing x when that op is linear and x is its only use: the gamma and beta of a
-LayerNorm / MVN affine, or the weight and bias of a MatMul + bias. Otherwise one Multiply(x, 1/s) is inserted in
-front of the readers (the peer always inserts it). Everything is computed from the one statistics pass: its
+LayerNorm / MVN affine, or the weight and bias of a MatMul + bias. Otherwise one Multiply(x, 1/s) goes in front
+of the readers, and x's quantizer quantizes its output. Everything comes from the one statistics pass: its
 per-sample per-feature minima and maxima of x give both a_j and the per-tensor range of x / s exactly.
+
+The stage writes nothing: it returns the new constants and Multiplys as edits, and the statistics of x / s.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
 import numpy as np
-import openvino.opset13 as ops
 
 from ovptq.graph.graph import Graph
-from ovptq.graph.weights import find_weight, weight_value
+from ovptq.graph.weights import feature_axis, find_weight, weight_value
 from ovptq.hardware import SHAPE_OPS
-from ovptq.placement.plan import ActivationQuantizer, QuantizationPlan
-from ovptq.statistics.collect import TensorRequest, TensorStatistics
+from ovptq.parameters import RangeEstimator
+from ovptq.placement.plan import QuantizationPlan
+from ovptq.ranges.activations import quantizer_reductions
+from ovptq.rewrite.edits import ConstantInput, Scaling
+from ovptq.state import Stage, State
+from ovptq.statistics.reductions import RangeReduction, TensorStatistics
 
 log = logging.getLogger("ovptq")
 
-SCALE_MAX = 100.0
-SCALE_FLOOR_QUANTILE = 0.1
+FACTOR_MAX = 100.0
+FACTOR_FLOOR_QUANTILE = 0.1
 
 
 @dataclass(frozen=True)
@@ -40,8 +47,20 @@ class SmoothGroup:
     layers: tuple[str, ...]         # the MatMuls reading x (input 0), constant weights on input 1
     features: int
 
-    def request(self) -> TensorRequest:
-        return TensorRequest(self.producer, self.port, per_channel=True, axis=-1, rows=True)
+    def reduction(self) -> RangeReduction:
+        return RangeReduction(self.producer, self.port, per_channel=True, axis=-1, rows=True)
+
+
+@dataclass(frozen=True)
+class Smoothing:
+    """What SmoothQuant decided: edits for the rewrite, the statistics of the rescaled tensors, and its factors."""
+
+    constants: Mapping[tuple[str, int], ConstantInput] = field(default_factory=dict)  # (node, port) -> last value
+    scalings: tuple[Scaling, ...] = ()
+    statistics: Mapping[RangeReduction, TensorStatistics] = field(default_factory=dict)  # x's quantizer: of x / s
+    input_factors: Mapping[str, np.ndarray] = field(default_factory=dict)   # layer reading x / s -> s
+    output_factors: Mapping[str, np.ndarray] = field(default_factory=dict)  # op that took 1/s (outputs y / s) -> s
+    where: Mapping[str, str] = field(default_factory=dict)   # quantizer -> the op that took 1/s, or "Multiply"
 
 
 def smoothing_groups(graph: Graph, plan: QuantizationPlan) -> list[SmoothGroup]:
@@ -63,9 +82,8 @@ def smoothing_groups(graph: Graph, plan: QuantizationPlan) -> list[SmoothGroup]:
 
 
 def _attention_output(graph: Graph, node: str) -> bool:
-    """Whether `node` is, up to shape-only ops, a MatMul of two activations (Softmax x V with its heads merged).
-    Such tensors are left alone: smoothing them lowered all-MiniLM-L6-v2's mean cosine to FP32 from 0.9953 to
-    0.9949."""
+    """Whether `node` is, up to shape-only ops, a MatMul of two activations (Softmax x V with its heads merged):
+    smoothing such tensors cost accuracy (all-MiniLM-L6-v2)."""
     while graph.type(node) in SHAPE_OPS:
         node = graph.producer(node, 0).node
     return graph.type(node) == "MatMul" and find_weight(graph, node) is None
@@ -80,16 +98,20 @@ def _smoothable(graph: Graph, node: str, weighted: set[str]) -> bool:
     return all(c.node == node for c in graph.consumers(weight.source, weight.source_port))  # not shared
 
 
-def scales(graph: Graph, group: SmoothGroup, stats: TensorStatistics, alpha: float) -> np.ndarray:
-    """s per feature (see the module docstring)."""
+def smoothing_factors(graph: Graph, group: SmoothGroup, stats: TensorStatistics, alpha: float,
+                      constants: Mapping | None = None) -> np.ndarray | None:
+    """s per feature (see the module docstring), or None when the clip would make it uniform. `constants` holds the
+    weights earlier groups already rescaled."""
     activation = np.maximum(np.maximum(np.abs(stats.global_min), np.abs(stats.global_max)), 1e-5).astype(np.float64)
     weight = np.full(group.features, 1e-5)
     for node in group.layers:
-        value = np.abs(current_weight(graph, node).astype(np.float64))
-        per_feature = value.max(axis=0) if graph.op(node).get_attributes()["transpose_b"] else value.max(axis=1)
-        weight = np.maximum(weight, per_feature)
+        value = np.abs(current_weight(graph, node, constants).astype(np.float64))
+        weight = np.maximum(weight, value.max(axis=1 - feature_axis(find_weight(graph, node))))
     s = activation ** alpha / weight ** (1 - alpha)
-    return np.clip(s, np.quantile(s, SCALE_FLOOR_QUANTILE), SCALE_MAX)
+    floor = np.quantile(s, FACTOR_FLOOR_QUANTILE)
+    if floor > FACTOR_MAX:
+        return None
+    return np.clip(s, floor, FACTOR_MAX)
 
 
 def smoothed_statistics(stats: TensorStatistics, s: np.ndarray) -> TensorStatistics:
@@ -98,37 +120,48 @@ def smoothed_statistics(stats: TensorStatistics, s: np.ndarray) -> TensorStatist
     return TensorStatistics.of_rows((mins / s).min(axis=1), (maxs / s).max(axis=1))
 
 
-def apply(graph: Graph, plan: QuantizationPlan, group: SmoothGroup, s: np.ndarray) -> str:
-    """Scale the readers' weights by s and x by 1/s; return where 1/s went. May add a Multiply to the model (then
-    the plan's quantizer moves to its output). Reads weights from the live model, so groups may chain."""
-    for node in group.layers:
-        value = current_weight(graph, node)
-        transposed = graph.op(node).get_attributes()["transpose_b"]
-        _set_input(graph, node, 1, value * (s[None, :] if transposed else s[:, None]))
-    folded = _fold(graph, group, 1.0 / s)
-    if folded:
-        return folded
-    output = graph.op(group.producer).output(group.port)
-    inverse = ops.constant((1.0 / s).astype(np.float32), name=f"{group.producer}/smooth_quant/inverse")
-    multiply = ops.multiply(output, inverse, name=f"{group.producer}/smooth_quant")
-    for node in group.layers:
-        graph.op(node).input(0).replace_source_output(multiply.output(0))
-    index = next(i for i, q in enumerate(plan.activations) if q.name == group.quantizer)
-    q = plan.activations[index]
-    plan.activations[index] = ActivationQuantizer(q.name, multiply.get_friendly_name(), 0, q.consumers, True,
-                                                  q.per_channel, q.symmetric, q.group)
-    return "Multiply"
-
-
-def current_weight(graph: Graph, node: str) -> np.ndarray:
-    """The weight on input 1 as the model holds it now (a replaced weight is a plain Constant)."""
-    source = graph.op(node).input_value(1).get_node()
-    if source.get_type_name() == "Constant":
-        return source.get_data().astype(np.float32)
+def current_weight(graph: Graph, node: str, constants: Mapping | None = None) -> np.ndarray:
+    """The weight on input 1 in float32: as an earlier group rescaled it, else the model's."""
+    edit = (constants or {}).get((node, 1))
+    if edit is not None:
+        return edit.value
     return weight_value(graph, find_weight(graph, node)).astype(np.float32)
 
 
-def _fold(graph: Graph, group: SmoothGroup, inverse: np.ndarray) -> str | None:
+def smooth(graph: Graph, plan: QuantizationPlan, groups: list[SmoothGroup], statistics: Mapping, alpha: float,
+           estimator: RangeEstimator | None = None, quantile: float = 0.0) -> Smoothing:
+    """Smooth each group in turn (a layer may read one group and produce the next: its weight chains)."""
+    reductions = quantizer_reductions(plan, estimator, quantile, graph)
+    constants: dict[tuple[str, int], ConstantInput] = {}
+    scalings, overrides, input_factors, output_factors, where = [], {}, {}, {}, {}
+    for group in groups:
+        stats = statistics[group.reduction()]
+        s = smoothing_factors(graph, group, stats, alpha, constants)
+        if s is None:
+            log.info("SmoothQuant leaves '%s' alone: its smoothing factors all exceed %g.", group.producer,
+                     FACTOR_MAX)
+            continue
+        overrides[reductions[group.quantizer]] = smoothed_statistics(stats, s)
+        for node in group.layers:
+            axis = feature_axis(find_weight(graph, node))
+            _replace(constants, node, 1, current_weight(graph, node, constants) * _along(s, axis))
+        folded = _fold(graph, group, 1.0 / s, constants)
+        if folded is None:
+            name = f"{group.producer}/smooth_quant"
+            scalings.append(Scaling(group.producer, group.port, (1.0 / s).astype(np.float32), group.layers, name,
+                                    f"{name}/inverse"))
+        where[group.quantizer] = folded or "Multiply"
+        input_factors.update({layer: s for layer in group.layers})
+        output_factors[where[group.quantizer]] = s
+    return Smoothing(constants, tuple(scalings), overrides, input_factors, output_factors, where)
+
+
+def _along(vector: np.ndarray, axis: int) -> np.ndarray:
+    """`vector` shaped to scale axis `axis` of a 2-D array."""
+    return vector[:, None] if axis == 0 else vector[None, :]
+
+
+def _fold(graph: Graph, group: SmoothGroup, inverse: np.ndarray, constants: dict) -> str | None:
     """Fold x *= inverse into the producer: an Add of a constant (beta / bias) after a Multiply by a constant
     (gamma) or after a MatMul with a constant weight. Only when x feeds nothing but the group's readers and each
     op of the chain feeds only the next. Returns the op that took it, or None."""
@@ -136,7 +169,7 @@ def _fold(graph: Graph, group: SmoothGroup, inverse: np.ndarray) -> str | None:
     if graph.type(add) != "Add" or {c.node for c in graph.consumers(add, group.port)} != set(group.layers):
         return None
     data = [p for p in range(2) if graph.is_data(graph.producer(add, p).node)]
-    bias = _constant(graph, add, 1 - data[0], group.features) if len(data) == 1 else None
+    bias = _constant(graph, add, 1 - data[0], group.features, constants) if len(data) == 1 else None
     if bias is None:
         return None
     inner = graph.producer(add, data[0]).node
@@ -144,17 +177,16 @@ def _fold(graph: Graph, group: SmoothGroup, inverse: np.ndarray) -> str | None:
         return None
     if graph.type(inner) == "Multiply":
         constant = [p for p in range(2) if not graph.is_data(graph.producer(inner, p).node)]
-        gamma = _constant(graph, inner, constant[0], group.features) if len(constant) == 1 else None
+        gamma = _constant(graph, inner, constant[0], group.features, constants) if len(constant) == 1 else None
         if gamma is None:
             return None
-        _set_input(graph, inner, constant[0], gamma * inverse)
+        _replace(constants, inner, constant[0], gamma * inverse)
     elif graph.type(inner) == "MatMul" and _smoothable_producer(graph, inner, group.features):
-        transposed = graph.op(inner).get_attributes()["transpose_b"]
-        weight = current_weight(graph, inner)
-        _set_input(graph, inner, 1, weight * (inverse[:, None] if transposed else inverse[None, :]))
+        output_axis = find_weight(graph, inner).channel_axes[-1]
+        _replace(constants, inner, 1, current_weight(graph, inner, constants) * _along(inverse, output_axis))
     else:
         return None
-    _set_input(graph, add, 1 - data[0], bias * inverse)
+    _replace(constants, add, 1 - data[0], bias * inverse)
     return inner
 
 
@@ -166,19 +198,49 @@ def _smoothable_producer(graph: Graph, node: str, features: int) -> bool:
     return shape[0 if graph.op(node).get_attributes()["transpose_b"] else 1] == features
 
 
-def _constant(graph: Graph, node: str, port: int, features: int) -> np.ndarray | None:
+def _constant(graph: Graph, node: str, port: int, features: int, constants: dict) -> np.ndarray | None:
     """The constant on `node`'s input `port` broadcast to [features] along the last axis, if it broadcasts so."""
-    source = graph.op(node).input_value(port).get_node()
-    if source.get_type_name() == "Convert" and source.input_value(0).get_node().get_type_name() == "Constant":
-        source = source.input_value(0).get_node()
-    if source.get_type_name() != "Constant":
-        return None
-    value = source.get_data().astype(np.float32)
+    edit = constants.get((node, port))
+    if edit is not None:
+        value = edit.value
+    else:
+        source = graph.op(node).input_value(port).get_node()
+        if source.get_type_name() == "Convert" and source.input_value(0).get_node().get_type_name() == "Constant":
+            source = source.input_value(0).get_node()
+        if source.get_type_name() != "Constant":
+            return None
+        value = source.get_data().astype(np.float32)
     if value.ndim == 0 or value.size != value.shape[-1] or value.shape[-1] not in (1, features):
         return None
     return np.broadcast_to(value.reshape(-1), (features,)).astype(np.float32)
 
 
-def _set_input(graph: Graph, node: str, port: int, value: np.ndarray) -> None:
-    constant = ops.constant(np.ascontiguousarray(value, np.float32), name=f"{node}/smooth_quant/input_{port}")
-    graph.op(node).input(port).replace_source_output(constant.output(0))
+def _replace(constants: dict, node: str, port: int, value: np.ndarray) -> None:
+    constants[(node, port)] = ConstantInput(node, port, np.ascontiguousarray(value, np.float32),
+                                            f"{node}/smooth_quant/input_{port}")
+
+
+def _groups(state: State) -> list[SmoothGroup]:
+    if state.options.advanced.activations_range_estimator is RangeEstimator.MEAN_QUANTILE:
+        return []
+    return smoothing_groups(state.graph, state.plan)
+
+
+def _run(state: State) -> State:
+    advanced = state.options.advanced
+    if advanced.activations_range_estimator is RangeEstimator.MEAN_QUANTILE:
+        log.warning("SmoothQuant skipped: the quantile range estimator cannot be derived for the smoothed tensors; "
+                    "use minmax or mean_minmax to combine them.")
+        return state
+    groups = _groups(state)
+    if not groups:
+        return state
+    smoothing = smooth(state.graph, state.plan, groups, state.statistics, advanced.smooth_quant_alphas.matmul,
+                       advanced.activations_range_estimator, advanced.quantile_outlier_prob)
+    log.info("SmoothQuant: %d tensors, 1/s folded into the producer for %d.", len(smoothing.where),
+             sum(where != "Multiply" for where in smoothing.where.values()))
+    return replace(state, smoothing=smoothing)
+
+
+STAGE = Stage("SmoothQuant", _run, reductions=lambda state: [g.reduction() for g in _groups(state)],
+              enabled=lambda options: options.smooth_quant)

@@ -9,13 +9,14 @@ import openvino.opset13 as ops
 import pytest
 
 import ovptq
-from ovptq.bias_correction import find_layers, statistics_requests
 from ovptq.bias_correction.correct import weight_error_shift
+from ovptq.bias_correction.layers import find_layers
 from ovptq.dataset import Dataset
 from ovptq.graph.graph import Graph
 from ovptq.placement.placer import plan_quantizers
-from ovptq.rewrite.rewrite import compress_weights
-from ovptq.statistics.collect import MeanRequest, collect_statistics
+from ovptq.ranges.weights import float_weight, quantize_weights
+from ovptq.statistics.collect import collect_statistics
+from ovptq.statistics.reductions import MeanReduction
 
 SAMPLES = builders.images(6, shape=(1, 4, 9, 9), seed=3, low=0.0, high=2.0)
 
@@ -45,11 +46,11 @@ def test_fast_shift_equals_a_direct_computation_for_conv_depthwise_and_matmul():
     plan = plan_quantizers(graph, {})
     layers = find_layers(graph, plan)
     assert [layer.node for layer in layers] == ["conv", "depthwise", "fc"]
-    stats, _ = collect_statistics(working, statistics_requests(graph, layers), Dataset(SAMPLES), 300)
-    weights = compress_weights(graph, plan, ovptq.RangeEstimator.MINMAX, 0.0)
+    stats, _ = collect_statistics(working, [layer.input_reduction(graph) for layer in layers], Dataset(SAMPLES), 300)
+    weights = quantize_weights(graph, plan.weights, ovptq.RangeEstimator.MINMAX, 0.0)
     for layer in layers:
-        weight, dequantized = weights[layer.node].values()
-        shift = weight_error_shift(graph, layer, weight, dequantized, stats[layer.input_request(graph)])
+        weight, dequantized = float_weight(graph, weights[layer.node].quantizer), weights[layer.node].dequantized()
+        shift = weight_error_shift(graph, layer, weight, dequantized, stats[layer.input_reduction(graph)])
         direct = output_mean(model, layer.node, weight) - output_mean(model, layer.node, dequantized)
         np.testing.assert_allclose(shift, direct, rtol=1e-4, atol=1e-6)
         assert np.abs(direct).max() > 1e-4  # the test would see a wrong shift
@@ -64,9 +65,9 @@ def test_fast_shift_equals_a_direct_computation_for_conv_depthwise_and_matmul():
 def test_tap_means_match_numpy_at_padded_borders(kernel, strides, dilations, pads_begin, pads_end, size):
     x = ops.parameter([1, 2, *size], np.float32, name="input")
     model = builders.model(ops.relu(x, name="relu"), x)
-    request = MeanRequest("relu", 0, "taps", kernel, strides, dilations, pads_begin, pads_end)
+    reduction = MeanReduction("relu", 0, "taps", kernel, strides, dilations, pads_begin, pads_end)
     sample = np.arange(2 * np.prod(size), dtype=np.float32).reshape(1, 2, *size)
-    stats, _ = collect_statistics(model, [request], Dataset([sample]), 1)
+    stats, _ = collect_statistics(model, [reduction], Dataset([sample]), 1)
     padded = np.pad(sample[0], [(0, 0), *zip(pads_begin, pads_end)])
     outputs = [(n + b + e - d * (k - 1) - 1) // s + 1
                for n, b, e, d, k, s in zip(size, pads_begin, pads_end, dilations, kernel, strides)]
@@ -76,7 +77,7 @@ def test_tap_means_match_numpy_at_padded_borders(kernel, strides, dilations, pad
                        for t, d, o, s in zip(tap, dilations, outputs, strides))
         for c in range(2):
             expected[(c, *tap)] = padded[c][window].mean()
-    np.testing.assert_allclose(stats[request], expected, rtol=1e-5)
+    np.testing.assert_allclose(stats[reduction], expected, rtol=1e-5)
 
 
 def quantize(model, **kwargs):
@@ -160,7 +161,7 @@ def test_full_correction_reads_a_generator_dataset_once():
 
 
 def test_stage_blocks_are_consecutive_and_balanced():
-    from ovptq.bias_correction import stage_blocks
+    from ovptq.bias_correction.full import stage_blocks
     stages = [["a"], ["b", "c"], ["d"], ["e"], ["f", "g", "h"], ["i"]]
     blocks = stage_blocks(stages, 3)
     assert blocks == [["a", "b", "c"], ["d", "e", "f", "g", "h"], ["i"]]
@@ -170,11 +171,50 @@ def test_stage_blocks_are_consecutive_and_balanced():
 
 
 def test_one_pass_corrects_only_the_heads_and_keeps_fast_below_them(monkeypatch):
-    from ovptq import bias_correction
+    from ovptq.bias_correction import full
     model = builders.bias_correction_block()
     fast = corrections(quantize(model))
-    monkeypatch.setattr(bias_correction, "FULL_PASSES", 1)
+    monkeypatch.setattr(full, "FULL_PASSES", 1)
     records = corrections(quantize(model, fast_bias_correction=False))
     assert records["conv"]["method"] == "full"
     assert records["depthwise"] == {**fast["depthwise"], "reason": fast["depthwise"]["reason"] +
                                     " (full correction not applied: a layer upstream in its pass was corrected)"}
+
+
+def test_full_correction_counts_samples_not_infer_requests():
+    model = builders.conv_relu()
+    model.reshape([2, 3, 16, 16])  # a static batch of 2: each item is one infer request of two samples
+    data = [np.concatenate(builders.images(2, seed=seed)) for seed in range(4)]
+    q = ovptq.quantize(model, ovptq.Dataset(data), fast_bias_correction=False)
+    assert {r["method"] for r in corrections(q).values()} == {"full"}
+
+
+def test_full_correction_keeps_the_state_of_a_stateful_model():
+    import openvino.opset6 as ops6
+    x = ops.parameter([1, 3, 8, 8], np.float32, name="input")
+    info = ov.op.util.VariableInfo()
+    info.data_shape, info.data_type, info.variable_id = ov.PartialShape([1, 3, 8, 8]), ov.Type.f32, "state"
+    variable = ov.op.util.Variable(info)
+    added = ops.add(x, ops6.read_value(ops.constant(np.zeros((1, 3, 8, 8), np.float32)), variable), name="added")
+    y = builders.conv(ops.relu(builders.conv(added, 4, "conv1"), name="relu1"), 4, "conv2", seed=1)
+    model = ov.Model([ops.result(y)], [ops6.assign(added, variable)], [x], "stateful")
+    q = ovptq.quantize(model, ovptq.Dataset(builders.images(6, shape=(1, 3, 8, 8))), fast_bias_correction=False)
+    assert len(q.get_sinks()) == 1 and corrections(q)["conv1"]["method"] == "full"
+
+
+def test_a_probe_the_plugin_cannot_compile_is_a_typed_error_naming_the_layers():
+    from ovptq.bias_correction.probe import BiasProbe
+    from ovptq.errors import StatisticsError
+
+    class RefusingCore:
+        def compile_model(self, *args):
+            raise RuntimeError("no kernel")
+
+    model = builders.bias_correction_block()
+    graph = Graph(model.clone())
+    layers = find_layers(graph, plan_quantizers(graph, {}))
+    probe = BiasProbe(graph.model, layers, RefusingCore())
+    items = probe.bind(Dataset(SAMPLES), 2)
+    with pytest.raises(StatisticsError, match="could not compile the full bias correction's model of 3 layers "
+                                              r"\(from 'conv'\): no kernel"):
+        probe.means(items, {layer.node: np.zeros(layer.output_channels) for layer in layers})

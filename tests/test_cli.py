@@ -94,15 +94,6 @@ def test_inspect_verdicts_fp32_and_a_broken_placement(tmp_path, fp32_ir):
     assert done.returncode == 0 and "hint: " in done.stdout and "Convolution" in done.stdout
 
 
-def test_bench_runs_benchmark_app_on_what_quantize_wrote(tmp_path, fp32_ir):
-    int8 = tmp_path / "int8.xml"
-    np.save(tmp_path / "data.npy", np.concatenate(builders.images(4)))
-    assert ovptq_command("quantize", fp32_ir, "--data", tmp_path / "data.npy", "-o", int8).returncode == 0
-    done = ovptq_command("bench", fp32_ir, int8, "--rounds", "1", "--seconds", "1")
-    assert done.returncode == 0, done.stderr
-    assert "speed-up" in done.stdout and "int8.xml" in done.stdout and "CPU:" in done.stdout
-
-
 def test_the_console_script_is_installed():
     script = Path(sys.executable).parent / "ovptq"
     assert script.exists()

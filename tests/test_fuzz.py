@@ -71,7 +71,10 @@ def test_random_graphs_quantize_compile_and_stay_close(steps, seed):
     calibration = builders.images(8, shape=(1, 4, 12, 12), seed=seed)
     int8 = ovptq.quantize(model, ovptq.Dataset(calibration),
                           advanced_parameters=ovptq.AdvancedQuantizationParameters(show_progress=False))
-    assert any(op.get_type_name() == "FakeQuantize" for op in int8.get_ordered_ops())   # the head at least
+    quantizers = int(int8.get_rt_info(["ovptq", "quantization", "activation_quantizers"]).astype(str))
+    assert quantizers == sum(op.get_type_name() == "FakeQuantize" for op in int8.get_ordered_ops()) > 0
+    report = ovptq.inspect(int8)
+    assert report.coverage == 1.0 and not report.standalone_fake_quantize, (steps, str(report))
     sample = builders.images(1, shape=(1, 4, 12, 12), seed=seed + 1)[0]
     reference, got = builders.infer(model, sample)[0], builders.infer(int8, sample)[0]
     assert sqnr_db(reference, got) > SQNR_BOUND_DB, steps

@@ -65,3 +65,13 @@ def test_a_failed_inference_raises_from_pop_and_the_others_go_on():
     assert runner.pop(0).shape == (2, 2) and runner.pop(2).shape == (2, 3)
     with pytest.raises(RuntimeError):
         runner.pop(1)
+
+
+def test_an_interrupt_while_reading_goes_up_at_once(compiled):
+    def interrupted(infer_request):
+        raise KeyboardInterrupt
+
+    runner = AsyncRunner(compiled, 1, interrupted)
+    runner.start({0: builders.images(1)[0]}, 0)
+    with pytest.raises(KeyboardInterrupt):
+        runner.finish()

@@ -5,6 +5,7 @@ import logging
 import builders
 import numpy as np
 import openvino as ov
+import openvino.opset13 as ops
 import pytest
 
 import ovptq
@@ -104,11 +105,24 @@ def test_transform_fn_is_applied():
     assert ovptq.inspect(ovptq.quantize(builders.conv_relu(), dataset)).coverage == 1.0
 
 
-def test_enums_accept_their_string_values():
-    q = quantize(builders.conv_relu(), preset="MIXED", target_device="cpu", model_type="transformer",
-                 advanced_parameters=ovptq.AdvancedQuantizationParameters(overflow_fix="disable",
-                                                                          activations_range_estimator="minmax"))
-    assert q.get_rt_info(["ovptq", "quantization", "target_device"]).astype(str) == "CPU"
+def test_enums_accept_their_string_values_and_each_option_takes_effect():
+    advanced = ovptq.AdvancedQuantizationParameters(overflow_fix="disable", activations_range_estimator="minmax")
+    data = builders.images(8, low=-0.25, high=1.0)
+    q = ovptq.quantize(builders.conv_relu(), ovptq.Dataset(data), preset="MIXED", target_device="cpu",
+                       model_type="transformer", advanced_parameters=advanced)
+    recorded = {key: q.get_rt_info(["ovptq", "quantization", *key.split("/")]).astype(str) for key in (
+        "preset", "target_device", "model_type", "advanced_parameters/overflow_fix",
+        "advanced_parameters/activations_range_estimator")}
+    assert recorded == {"preset": "mixed", "target_device": "CPU", "model_type": "transformer",
+                        "advanced_parameters/overflow_fix": "disable",
+                        "advanced_parameters/activations_range_estimator": "minmax"}
+    ops_by_name = {op.get_friendly_name(): op for op in q.get_ordered_ops()}
+    assert np.abs(ops_by_name["conv1/fq_weights_1/int8"].get_data()).max() == 127  # no 7-bit first layer
+    fq = ops_by_name["conv1"].input_value(0).get_node()
+    low, high = (float(fq.input_value(port).get_node().get_data()) for port in (1, 2))
+    data = np.stack(data)
+    assert low <= data.min() and high >= data.max()                     # minmax: the extremes of all samples
+    assert high - low < 1.01 * (data.max() - data.min())                 # mixed: asymmetric, not [-ih, ih]
 
 
 def test_ignored_scope_keeps_named_layers_float():
@@ -146,6 +160,16 @@ def test_model_without_quantizable_ops_is_returned_unchanged_with_a_warning(capl
         q = ovptq.quantize(model, ovptq.Dataset(builders.images(2, shape=(1, 3, 8, 8))))
     assert "no op ovptq can quantize" in caplog.text
     assert serialized(q, tmp_path, "q") == serialized(model, tmp_path, "m")
+
+
+def test_a_model_returned_unchanged_keeps_the_callers_op_names():
+    x = ops.parameter([1, 3, 8, 8], np.float32, name="input")
+    twice = ops.relu(ops.relu(x, name="same"), name="same")  # two ops of one name: ovptq's copy renames one
+    model = builders.model(ops.sigmoid(twice, name="sigmoid"), x)
+    q = ovptq.quantize(model, ovptq.Dataset(builders.images(2, shape=(1, 3, 8, 8))))
+    assert [op.get_friendly_name() for op in q.get_ordered_ops()] == \
+        [op.get_friendly_name() for op in model.get_ordered_ops()]
+    assert q is not model
 
 
 def test_empty_dataset():
@@ -214,10 +238,3 @@ def test_deconvolution_runs_int8_with_symmetric_inputs_and_output_channel_axis_1
     assert "deconv" in report.int8_names() and report.coverage == 1.0
     scale = next(op for op in q.get_ordered_ops() if op.get_friendly_name() == "deconv/fq_weights_1/scale")
     assert list(scale.get_output_shape(0)) == [1, 4, 1, 1]
-
-
-def test_benchmark_app_runs_the_saved_int8_ir(tmp_path):
-    from benchmarks.benchmark_app import run_once
-    ov.save_model(quantize(builders.residual_block()), tmp_path / "int8.xml")
-    result = run_once(tmp_path / "int8.xml", "latency", seconds=1)
-    assert result["throughput_fps"] > 0 and result["latency_median_ms"] > 0

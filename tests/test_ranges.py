@@ -5,8 +5,8 @@ import openvino as ov
 import openvino.opset13 as ops
 import pytest
 
-from ovptq.ranges import (MIN_RANGE, asymmetric_activation, fake_quantize, quantize_weight, symmetric_activation,
-                          symmetric_weight, weight_absmax, weight_quantile)
+from ovptq.ranges.formulas import (MIN_RANGE, asymmetric_activation, fake_quantize, quantize_weight,
+                                   symmetric_activation, symmetric_weight, weight_absmax, weight_quantile)
 
 
 def test_symmetric_signed_activation_has_128_negative_and_127_positive_steps():

@@ -9,7 +9,8 @@ import openvino.opset13 as ops
 import pytest
 
 import ovptq
-from ovptq.report import layer_errors, sqnr_db
+from ovptq.measure import sqnr_db
+from ovptq.report import layer_errors
 
 DATA = builders.images(6, seed=2)
 
@@ -88,3 +89,26 @@ def test_ablation_gain_equals_quantizing_without_that_layer():
     gain = {e.layer: e.output_gain_db for e in report.layers}["conv2"]
     assert gain == pytest.approx(output_sqnr(without_conv2) - output_sqnr(int8), abs=0.05)
     assert report.ranked()[0].output_gain_db == max(e.output_gain_db for e in report.layers)
+
+
+def test_plot_leaves_the_matplotlib_backend_alone(tmp_path):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("svg")
+    model = builders.conv_relu()
+    report = layer_errors(model, ovptq.quantize(model, ovptq.Dataset(DATA)), ovptq.Dataset(DATA), samples=2)
+    report.plot(tmp_path / "r.png")
+    assert matplotlib.get_backend() == "svg" and (tmp_path / "r.png").stat().st_size > 10_000
+
+
+def test_smooth_quant_is_found_from_the_rt_info_not_from_op_names():
+    model = builders.pre_norm_block()
+    samples = builders.outlier_sequences(8)
+    int8 = ovptq.quantize(model, ovptq.Dataset(samples), model_type="transformer")
+    for op in int8.get_ordered_ops():  # names are the user's to change; the rt_info record stays
+        if op.get_friendly_name().endswith("/smooth_quant"):
+            op.set_friendly_name(op.get_friendly_name().replace("/smooth_quant", "/renamed"))
+    report = {e.layer: e for e in layer_errors(model, int8, ovptq.Dataset(samples), samples=4).layers}
+    assert np.isnan(report["ffn1"].own_sqnr_db) and np.isnan(report["proj2"].own_sqnr_db)  # 1/s inside producers
+    assert np.isnan(report["proj1"].accumulated_sqnr_db)  # it took proj2's 1/s: it outputs y / s
+    # ffn2 reads x / s from a Multiply: its shadow applies it too, so its own error is small
+    assert report["ffn2"].own_sqnr_db > 25 and report["ffn2"].accumulated_sqnr_db > 20

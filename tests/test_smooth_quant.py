@@ -9,24 +9,24 @@ from ovptq import smooth_quant
 from ovptq.dataset import Dataset
 from ovptq.graph.graph import Graph
 from ovptq.placement.placer import PlacementOptions, plan_quantizers
+from ovptq.rewrite import rewrite
 from ovptq.statistics.collect import collect_statistics
 
 SAMPLES = builders.outlier_sequences(8)
 
 
 def smoothed(model, alpha=0.95):
-    """Apply SmoothQuant alone to a copy of `model`; return (copy, plan, {group tensor: where 1/s went}, stats)."""
-    working = model.clone()
-    graph = Graph(working)
+    """Apply SmoothQuant alone to `model`; return (the smoothed copy, plan, {group tensor: where 1/s went}, stats,
+    {group tensor: s}, groups)."""
+    graph = Graph(model.clone())
     plan = plan_quantizers(graph, {}, PlacementOptions(symmetric_activations=False, transformer=True))
     groups = smooth_quant.smoothing_groups(graph, plan)
-    stats, _ = collect_statistics(working, [g.request() for g in groups], Dataset(SAMPLES), 300)
-    where, scales = {}, {}
-    for group in groups:
-        scales[group.producer] = smooth_quant.scales(graph, group, stats[group.request()], alpha)
-        where[group.producer] = smooth_quant.apply(graph, plan, group, scales[group.producer])
-    working.validate_nodes_and_infer_types()
-    return working, plan, where, stats, scales, groups
+    stats, _ = collect_statistics(graph.model, [g.reduction() for g in groups], Dataset(SAMPLES), 300)
+    smoothing = smooth_quant.smooth(graph, plan, groups, stats, alpha)
+    working = rewrite.apply(graph.model, rewrite.ModelEdits.of_smoothing(smoothing))
+    where = {g.producer: smoothing.where[g.quantizer] for g in groups if g.quantizer in smoothing.where}
+    factors = {g.producer: smoothing.input_factors[g.layers[0]] for g in groups if g.quantizer in smoothing.where}
+    return working, plan, where, stats, factors, groups
 
 
 def test_smoothing_keeps_fp32_outputs_and_folds_where_it_can():
@@ -53,7 +53,7 @@ def test_smoothed_statistics_are_those_of_x_over_s():
     _, _, _, stats, scales, groups = smoothed(model)
     group = next(g for g in groups if g.producer == "ln/beta")
     s = scales["ln/beta"]
-    result = smooth_quant.smoothed_statistics(stats[group.request()], s)
+    result = smooth_quant.smoothed_statistics(stats[group.reduction()], s)
     probe = builders.model(next(op for op in model.get_ordered_ops()
                                 if op.get_friendly_name() == "ln/beta").output(0), model.get_parameters())
     values = [builders.infer(probe, x)[0] / s for x in SAMPLES]
@@ -110,3 +110,14 @@ def test_attention_output_is_not_smoothed_but_the_layers_reading_layer_norms_are
     assert any(q.producer == "merge/reshape" for q in plan.activations)
     assert "merge/reshape" not in groups
     assert groups["ln1/beta"] == ("ffn1",)
+
+
+def test_a_tensor_whose_factors_all_exceed_the_cap_is_left_alone():
+    # the residual stream scaled by 1000: every s_j is above 100, and a uniform s = 100 would change no quantized
+    # value, only add a Multiply; the LayerNorm output keeps its scale and is still smoothed
+    loud = [x * 1000 for x in SAMPLES]
+    int8 = ovptq.quantize(builders.pre_norm_block(), ovptq.Dataset(loud), model_type="transformer")
+    import json
+    smoothed = json.loads(int8.get_rt_info(["ovptq", "smooth_quant"]).astype(str))
+    assert "ln/beta/fq_output_0" in smoothed and "residual/fq_output_0" not in smoothed
+    assert "residual/smooth_quant" not in {op.get_friendly_name() for op in int8.get_ordered_ops()}

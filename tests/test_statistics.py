@@ -8,12 +8,13 @@ import pytest
 
 from ovptq.dataset import Dataset
 from ovptq.errors import DatasetError, StatisticsError
-from ovptq.statistics.collect import MeanRequest, TensorRequest, collect_statistics
+from ovptq.statistics.collect import collect_statistics
+from ovptq.statistics.reductions import MeanReduction, RangeReduction
 
-RELU = TensorRequest("relu1", 0)
-RELU_PER_CHANNEL = TensorRequest("relu1", 0, per_channel=True)
-INPUT_QUANTILE = TensorRequest("input", 0, quantile=0.01)
-REQUESTS = [RELU, RELU_PER_CHANNEL, INPUT_QUANTILE]
+RELU = RangeReduction("relu1", 0)
+RELU_PER_CHANNEL = RangeReduction("relu1", 0, per_channel=True)
+INPUT_QUANTILE = RangeReduction("input", 0, quantile=0.01)
+REDUCTIONS = [RELU, RELU_PER_CHANNEL, INPUT_QUANTILE]
 
 
 def relu_values(model, samples):
@@ -26,7 +27,7 @@ def relu_values(model, samples):
 def test_statistics_match_a_direct_computation():
     model = builders.dynamic_batch()
     samples = builders.images(6, shape=(1, 3, 8, 8))
-    stats, count = collect_statistics(model, REQUESTS, Dataset(samples), subset_size=300)
+    stats, count = collect_statistics(model, REDUCTIONS, Dataset(samples), subset_size=300)
     assert count == 6
     values = relu_values(model, samples)
     relu = stats[RELU]
@@ -47,11 +48,11 @@ def test_batch_of_n_gives_the_same_statistics_as_n_batches_of_one(builder):
         model.reshape([1, 3, 8, 8])  # a fixed batch of 1: items of 4 samples are split
     samples = builders.images(8, shape=(1, 3, 8, 8))
     batched = [np.concatenate(samples[i:i + 4]) for i in (0, 4)]
-    one, count_one = collect_statistics(model, REQUESTS, Dataset(samples), subset_size=300)
-    four, count_four = collect_statistics(model, REQUESTS, Dataset(batched), subset_size=300)
+    one, count_one = collect_statistics(model, REDUCTIONS, Dataset(samples), subset_size=300)
+    four, count_four = collect_statistics(model, REDUCTIONS, Dataset(batched), subset_size=300)
     assert count_one == count_four == 8
-    for request in REQUESTS:
-        a, b = one[request], four[request]
+    for reduction in REDUCTIONS:
+        a, b = one[reduction], four[reduction]
         for field in ("global_min", "global_max", "mean_min", "mean_max", "mean_absmax"):
             np.testing.assert_allclose(getattr(a, field), getattr(b, field), rtol=1e-5, atol=1e-6)
 
@@ -64,14 +65,14 @@ def test_a_vector_input_is_one_sample_not_one_sample_per_element(length):
     gate = ops.convert(ops.greater(x, np.float32(0.5)), ov.Type.f32, name="gate")
     y = ops.multiply(x, gate, name="y")
     model = builders.model([y], x)
-    requests = [TensorRequest("input", 0), TensorRequest("gate", 0, non_negative=True)]
+    reductions = [RangeReduction("input", 0), RangeReduction("gate", 0, non_negative=True)]
     rng = np.random.default_rng(0)
     items = [rng.uniform(-2, 2, length).astype(np.float32) for _ in range(4)]
-    stats, count = collect_statistics(model, requests, Dataset(items), subset_size=300)
+    stats, count = collect_statistics(model, reductions, Dataset(items), subset_size=300)
     assert count == 4
-    assert stats[requests[0]].mean_min == pytest.approx(np.mean([v.min() for v in items]), rel=1e-6)
-    assert stats[requests[0]].mean_max == pytest.approx(np.mean([v.max() for v in items]), rel=1e-6)
-    assert stats[requests[1]].mean_max == pytest.approx(np.mean([float((v > 0.5).any()) for v in items]))
+    assert stats[reductions[0]].mean_min == pytest.approx(np.mean([v.min() for v in items]), rel=1e-6)
+    assert stats[reductions[0]].mean_max == pytest.approx(np.mean([v.max() for v in items]), rel=1e-6)
+    assert stats[reductions[1]].mean_max == pytest.approx(np.mean([float((v > 0.5).any()) for v in items]))
 
 
 def test_stacked_reductions_of_several_ranks_match_a_direct_computation():
@@ -82,29 +83,29 @@ def test_stacked_reductions_of_several_ranks_match_a_direct_computation():
     flat = ops.reshape(x, np.array([2, 48], np.int64), False, name="flat")
     scaled = ops.multiply(flat, np.float32(-3.0), name="scaled")
     model = builders.model([relu, scaled], x)
-    requests = [TensorRequest("input", 0), TensorRequest("relu1", 0, non_negative=True),
-                TensorRequest("flat", 0), TensorRequest("scaled", 0)]
+    reductions = [RangeReduction("input", 0), RangeReduction("relu1", 0, non_negative=True),
+                RangeReduction("flat", 0), RangeReduction("scaled", 0)]
     items = builders.images(3, shape=(2, 3, 4, 4))
-    stats, count = collect_statistics(model, requests, Dataset(items), subset_size=300)
+    stats, count = collect_statistics(model, reductions, Dataset(items), subset_size=300)
     assert count == 6
     samples = np.concatenate(items).reshape(6, -1)
     direct = {"input": samples, "relu1": np.maximum(samples, 0), "flat": samples, "scaled": -3.0 * samples}
-    for request in requests:
-        values = direct[request.producer]
-        got = stats[request]
+    for reduction in reductions:
+        values = direct[reduction.producer]
+        got = stats[reduction]
         assert got.global_min == pytest.approx(values.min(), rel=1e-6)
         assert got.global_max == pytest.approx(values.max(), rel=1e-6)
         assert got.mean_min == pytest.approx(values.min(axis=1).mean(), rel=1e-5, abs=1e-7)
         assert got.mean_max == pytest.approx(values.max(axis=1).mean(), rel=1e-5)
 
 
-def test_subset_size_limits_the_items_and_order_of_requests_does_not_matter():
+def test_subset_size_limits_the_items_and_the_number_of_infer_requests_does_not_matter():
     model = builders.dynamic_batch()
     samples = builders.images(10, shape=(1, 3, 8, 8))
     stats, count = collect_statistics(model, [RELU], Dataset(samples), subset_size=4)
     assert count == 4
     serial, _ = collect_statistics(model, [RELU], Dataset(samples[:4]), subset_size=4, inference_requests=1)
-    assert stats[RELU].mean_max == serial[RELU].mean_max  # bit-identical whatever the number of requests
+    assert stats[RELU].mean_max == serial[RELU].mean_max  # bit-identical whatever the number of infer requests
 
 
 def test_generator_dataset_is_consumed_once():
@@ -142,7 +143,7 @@ def test_inf_inside_the_model_is_reported_with_the_node():
 def test_statistics_model_leaves_the_model_untouched():
     model = builders.dynamic_batch()
     before = len(model.get_ordered_ops())
-    collect_statistics(model, REQUESTS, Dataset(builders.images(1, shape=(1, 3, 8, 8))), subset_size=1)
+    collect_statistics(model, REDUCTIONS, Dataset(builders.images(1, shape=(1, 3, 8, 8))), subset_size=1)
     assert len(model.get_ordered_ops()) == before and len(model.outputs) == 1
 
 
@@ -156,7 +157,7 @@ def test_rank_one_tensor_statistics():
 def test_known_non_negative_tensor_needs_no_minimum_and_gives_the_same_maximum():
     model = builders.dynamic_batch()
     samples = builders.images(4, shape=(1, 3, 8, 8))
-    shortcut = TensorRequest("relu1", 0, non_negative=True)
+    shortcut = RangeReduction("relu1", 0, non_negative=True)
     stats, _ = collect_statistics(model, [RELU, shortcut], Dataset(samples), subset_size=300)
     assert stats[shortcut].mean_max == stats[RELU].mean_max
     assert stats[shortcut].global_min == 0.0 and stats[shortcut].mean_absmax == stats[RELU].mean_absmax
@@ -177,7 +178,7 @@ def test_means_on_the_first_items_only(monkeypatch, concurrent_bytes, means_shar
                         compile_model(core, m, config))
     model = builders.dynamic_batch()
     samples = builders.images(6, shape=(1, 3, 8, 8))
-    mean = MeanRequest("input", 0, "channel")
+    mean = MeanReduction("input", 0, "channel")
     stats, count = collect_statistics(model, [RELU, mean], Dataset(samples), subset_size=300, mean_items=2)
     assert count == 6
     np.testing.assert_allclose(stats[mean], np.mean([s.mean(axis=(0, 2, 3)) for s in samples[:2]], axis=0),
@@ -190,7 +191,7 @@ def test_means_on_the_first_items_only(monkeypatch, concurrent_bytes, means_shar
 def test_per_sample_means_keep_one_row_per_sample_of_the_first_items():
     model = builders.dynamic_batch()
     samples = builders.images(6, shape=(1, 3, 8, 8))
-    rows = MeanRequest("relu1", 0, "channel", per_sample=True)
+    rows = MeanReduction("relu1", 0, "channel", per_sample=True)
     batched = [np.concatenate(samples[i:i + 2]) for i in range(0, 6, 2)]  # items of 2 samples: rows per sample
     stats, _ = collect_statistics(model, [RELU, rows], Dataset(batched), subset_size=300, mean_items=2)
     expected = [v.mean(axis=(0, 2, 3)) for v in relu_values(model, samples[:4])]
@@ -202,12 +203,12 @@ def test_per_channel_rows_along_the_last_axis():
     x = ops.parameter([-1, -1, 4], np.float32, name="x")
     model = ov.Model([ops.result(ops.relu(x, name="relu"))], [x])
     samples = [np.random.default_rng(i).standard_normal((1, 3 + i, 4)).astype(np.float32) for i in range(5)]
-    request = TensorRequest("x", 0, per_channel=True, axis=-1, rows=True)
-    stats, _ = collect_statistics(model, [request], Dataset(samples), subset_size=300)
-    mins, maxs = stats[request].rows
+    reduction = RangeReduction("x", 0, per_channel=True, axis=-1, rows=True)
+    stats, _ = collect_statistics(model, [reduction], Dataset(samples), subset_size=300)
+    mins, maxs = stats[reduction].rows
     np.testing.assert_allclose(mins, [s[0].min(axis=0) for s in samples])
     np.testing.assert_allclose(maxs, [s[0].max(axis=0) for s in samples])
-    np.testing.assert_allclose(stats[request].global_max, np.max([s[0].max(axis=0) for s in samples], axis=0))
+    np.testing.assert_allclose(stats[reduction].global_max, np.max([s[0].max(axis=0) for s in samples], axis=0))
 
 
 def test_one_inference_stream_for_a_model_with_large_activations():

@@ -21,7 +21,7 @@ def forbid_inference(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("a statistics pass ran although the statistics file should have served")
     import sys
-    monkeypatch.setattr(sys.modules["ovptq.quantize"], "collect_statistics", forbidden)
+    monkeypatch.setattr(sys.modules["ovptq.pipeline"], "collect_statistics", forbidden)
 
 
 def first_run(tmp_path, model=None, **kwargs):

@@ -31,7 +31,7 @@ def test_dynamic_shapes_and_integer_inputs_quantize_and_run_int8(model_type):
     calibration = items()
     int8 = ovptq.quantize(model, ovptq.Dataset(calibration), model_type=model_type)
     report = ovptq.inspect(int8)
-    assert len(report.int8_linear) >= 6       # the six linear layers (query, key, value, out, ffn1, ffn2)
+    assert report.int8_names() == {"query", "key", "value", "out", "ffn1", "ffn2"} and len(report.linear) == 6
     for fq in (op for op in int8.get_ordered_ops() if op.get_type_name() == "FakeQuantize"):
         assert fq.input_value(0).get_element_type().is_real()   # nothing quantized on the int64 mask path
     for item in items(4, seed=1):

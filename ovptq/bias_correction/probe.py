@@ -10,27 +10,30 @@ differently on each compile.)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
 from ovptq.bias_correction.layers import Layer
 from ovptq.dataset import Dataset, ModelInput, bind_requests
-from ovptq.errors import DatasetError
+from ovptq.errors import DatasetError, StatisticsError
 from ovptq.inference import AsyncRunner
+from ovptq.ranges.weights import QuantizedWeight
 
 
 class BiasProbe:
-    def __init__(self, model: ov.Model, layers: list[Layer], bias_holders: dict[str, str],
-                 core: ov.Core | None = None, weights: dict | None = None):
-        """`model` is the FP32 model; `bias_holders` maps a layer to the name of the Add holding its bias, which the
-        probe bypasses; `weights` (op -> CompressedWeight) replaces each weight by its dequantized int8 values as
-        plain f32 constants, so the weight error propagates without int8 kernels."""
+    def __init__(self, model: ov.Model, layers: list[Layer], core: ov.Core | None = None,
+                 weights: Mapping[str, QuantizedWeight] | None = None):
+        """`model` is the FP32 model; each layer's bias op (`layer.bias`) is bypassed; `weights` replaces each weight
+        by its dequantized int8 values as plain f32 constants, so the weight error propagates without int8
+        kernels."""
         self.clone = model.clone()
         by_name = {op.get_friendly_name(): op for op in self.clone.get_ordered_ops()}
-        for node, compressed in (weights or {}).items():
-            target = by_name[node].input(compressed.quantizer.port)
-            target.replace_source_output(ops.constant(compressed.values()[1]).output(0))
+        for node, quantized in (weights or {}).items():
+            target = by_name[node].input(quantized.quantizer.port)
+            target.replace_source_output(ops.constant(quantized.dequantized()).output(0))
         self.core = core or ov.Core()
         self.data_inputs = ModelInput.of(self.clone)
         self.layers = layers
@@ -40,7 +43,7 @@ class BiasProbe:
             op = by_name[layer.node]
             rank = op.get_output_partial_shape(0).rank.get_length()
             output = op.output(0)
-            holder = by_name.get(bias_holders.get(layer.node, ""))
+            holder = by_name.get(layer.bias) if layer.bias is not None else None
             targets = list((holder or op).output(0).get_target_inputs())
             biased = ops.add(output, ops.constant(np.zeros(self._shape(layer, rank), np.float32)))
             for target in targets:
@@ -73,10 +76,15 @@ class BiasProbe:
             rank = add.get_output_partial_shape(0).rank.get_length()
             value = np.asarray(biases[layer.node], np.float32).reshape(self._shape(layer, rank))
             add.input(1).replace_source_output(ops.constant(value).output(0))
-        model = ov.Model([ops.result(self.means_of[layer.node]) for layer in layers], self.clone.get_parameters(),
-                         "ovptq_bias_probe")
+        model = ov.Model([ops.result(self.means_of[layer.node]) for layer in layers], self.clone.get_sinks(),
+                         self.clone.get_parameters(), "ovptq_bias_probe")
         config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "THROUGHPUT"}
-        compiled = self.core.compile_model(model, "CPU", config)
+        try:
+            compiled = self.core.compile_model(model, "CPU", config)
+        except RuntimeError as error:
+            raise StatisticsError(f"The CPU plugin could not compile the full bias correction's model of "
+                                  f"{len(layers)} layers (from '{layers[0].node}'): {error}. Use the fast bias "
+                                  "correction (fast_bias_correction=True) instead.") from error
         runner = AsyncRunner(compiled, inference_requests, lambda request: [
             request.get_output_tensor(i).data.astype(np.float64).reshape(-1, layers[i].output_channels)
             for i in range(len(layers))])

@@ -56,26 +56,24 @@ def weight_at(graph: Graph, node: str, port: int, channel_axes: tuple[int, ...])
 
 
 def weight_channel_axes(graph: Graph, node: str, port: int, rank: int) -> tuple[int, ...]:
-    """Axes of the weight input that index output channels (all leading batch axes too, for batched MatMul)."""
-    kind = graph.type(node)
-    if kind == "Convolution":
-        return (0,)
-    if kind == "ConvolutionBackpropData":
-        return (1,)
-    if kind == "GroupConvolution":
-        return (0, 1)
-    if kind == "GroupConvolutionBackpropData":
-        return (0, 2)
-    if kind == "MatMul":
-        if rank < 2:
-            return ()
-        attrs = graph.op(node).get_attributes()
-        if port == 1:  # [..., K, N] or, transposed, [..., N, K]
-            out_axis = rank - 2 if attrs["transpose_b"] else rank - 1
-        else:          # [..., M, K] or, transposed, [..., K, M]
-            out_axis = rank - 1 if attrs["transpose_a"] else rank - 2
-        return tuple(range(rank - 2)) + (out_axis,)
-    raise ValueError(f"{kind} has no weight layout rule")
+    """Axes of the weight input that index output channels (`OP_RULES` layouts; for a MatMul, by its transposes,
+    with every leading batch axis too)."""
+    layout = OP_RULES[graph.type(node)].layout
+    if layout.weight_axes is not None:
+        return layout.weight_axes
+    if rank < 2:
+        return ()
+    attrs = graph.op(node).get_attributes()
+    if port == 1:  # [..., K, N] or, transposed, [..., N, K]
+        out_axis = rank - 2 if attrs["transpose_b"] else rank - 1
+    else:          # [..., M, K] or, transposed, [..., K, M]
+        out_axis = rank - 1 if attrs["transpose_a"] else rank - 2
+    return tuple(range(rank - 2)) + (out_axis,)
+
+
+def feature_axis(weight: Weight) -> int:
+    """The axis of a 2-D weight that indexes the op's input features: the one that is not an output channel."""
+    return 1 - weight.channel_axes[-1]
 
 
 def is_depthwise(graph: Graph, node: str) -> bool:

@@ -6,9 +6,9 @@ block). Quantizers wanted by the unit's consumers stop at its last node's output
 
 from __future__ import annotations
 
+from ovptq.hardware import LINEAR_TYPES as LINEAR
 from ovptq.patterns.matcher import IN, Pattern, Step
 
-LINEAR = {"Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData", "MatMul"}
 ACTIVATIONS = {"Relu", "Clamp", "PRelu", "Swish", "HSwish", "HSigmoid", "HardSigmoid", "Sigmoid", "Elu", "Gelu",
                "Mish", "Tanh", "SoftPlus", "Selu", "LeakyRelu"}
 SCALE_SHIFT = {"Add", "Subtract", "Multiply", "Divide"}

@@ -1,19 +1,20 @@
 """Placement: a pure function from (graph, hardware table, fused units, ignored nodes, options) to a plan.
 
-1. Requests: every quantizable op asks for a quantizer on each float activation input (rules in
+1. Demands: every quantizable op asks for a quantizer on each float activation input (rules in
    `ovptq.hardware`); nodes inside fused units ask for none; `x op constant` element-wise ops ask for none.
 2. Propagation, from the outputs towards the inputs: when every consumer of every output of a precision-preserving
-   op (MaxPool, Reshape, ...) asks for a quantizer, the requests merge and move to the op's input. At a Concat they
+   op (MaxPool, Reshape, ...) asks for a quantizer, the demands merge and move to the op's input. At a Concat they
    move to every input and those inputs form one unified-range group. A fan-out with a consumer that wants float
    data keeps one quantizer that feeds only the consumers that asked. They do not move above a Transpose fed by
    a MatMul, nor above the shape-only ops after it (`QUANTIZERS_STAY_BELOW`).
-3. Merging: per channel only if every merged request allows it; symmetric if any needs it.
+3. Merging: per channel only if every merged demand allows it; symmetric if any needs it.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -21,11 +22,15 @@ from ovptq.graph.graph import Graph, Port
 from ovptq.graph.weights import find_weight, is_depthwise, weight_at
 from ovptq.hardware import (EMBEDDING_MIN_ROWS, FIRST_LAYER_TYPES, OP_RULES, OVERFLOW_FIX_TYPES,
                              QUANTIZERS_STAY_BELOW, SHAPE_OPS, Role)
-from ovptq.parameters import OverflowFix
+from ovptq.parameters import ModelType, OverflowFix, QuantizationPreset
 from ovptq.patterns.matcher import IN, Match, find_matches
 from ovptq.patterns.registry import PATTERNS
 from ovptq.placement.plan import ActivationQuantizer, QuantizationPlan, WeightQuantizer
 from ovptq.placement.regions import transformer_float_nodes
+from ovptq.scope import postprocessing_nodes, resolve_ignored
+from ovptq.state import Stage, State
+
+log = logging.getLogger("ovptq")
 
 
 @dataclass(frozen=True)
@@ -37,16 +42,16 @@ class PlacementOptions:
 
 
 @dataclass(frozen=True)
-class _Request:
+class _Demand:
     per_channel: bool
     symmetric: bool
     groups: frozenset[int] = field(default_factory=frozenset)
 
 
-def _merge(requests: list[_Request]) -> _Request:
-    return _Request(per_channel=all(r.per_channel for r in requests),
-                    symmetric=any(r.symmetric for r in requests),
-                    groups=frozenset().union(*(r.groups for r in requests)))
+def _merge(demands: list[_Demand]) -> _Demand:
+    return _Demand(per_channel=all(d.per_channel for d in demands),
+                   symmetric=any(d.symmetric for d in demands),
+                   groups=frozenset().union(*(d.groups for d in demands)))
 
 
 def fused_nodes(graph: Graph, matches: list[Match]) -> set[str]:
@@ -62,24 +67,24 @@ def plan_quantizers(graph: Graph, ignored: dict[str, str], options: PlacementOpt
     matches = find_matches(graph, PATTERNS) if matches is None else matches
     float_rules = {node: rule for node, rule in transformer_float_nodes(graph, matches, options.transformer).items()
                    if node not in ignored}
-    requests = _initial_requests(graph, ignored, fused_nodes(graph, matches) | set(float_rules),
-                                 options.quantize_outputs)
-    activations, merged_groups = _propagate(graph, requests, ignored)
+    demands = _initial_demands(graph, ignored, fused_nodes(graph, matches) | set(float_rules),
+                               options.quantize_outputs)
+    activations, merged_groups = _propagate(graph, demands, ignored)
     weights = _weight_quantizers(graph, {**ignored, **float_rules}, options.overflow_fix)
     weights += _embedding_quantizers(graph, ignored)
     activations = _finalize(activations, merged_groups, options.symmetric_activations)
     return QuantizationPlan(activations, weights, dict(ignored), float_rules)
 
 
-def _initial_requests(graph: Graph, ignored: dict[str, str], fused: set[str],
-                      quantize_outputs: bool) -> dict[Port, _Request]:
-    requests: dict[Port, _Request] = {}
+def _initial_demands(graph: Graph, ignored: dict[str, str], fused: set[str],
+                     quantize_outputs: bool) -> dict[Port, _Demand]:
+    demands: dict[Port, _Demand] = {}
     for node in graph.order:
         if not graph.is_data(node) or node in ignored or node in fused:
             continue
         if graph.type(node) == "Result":
             if quantize_outputs and graph.is_activation_input(node, 0):
-                requests[Port(node, 0)] = _Request(False, False)
+                demands[Port(node, 0)] = _Demand(False, False)
             continue
         rule = OP_RULES.get(graph.type(node))
         if rule is None or rule.role not in (Role.WEIGHTED, Role.QUANTIZABLE):
@@ -99,19 +104,19 @@ def _initial_requests(graph: Graph, ignored: dict[str, str], fused: set[str],
             continue              # x op constant: a lone quantizer here buys nothing
         per_channel = rule.per_channel_input and is_depthwise(graph, node)
         for port in inputs:
-            requests[Port(node, port)] = _Request(per_channel, symmetric)
-    return requests
+            demands[Port(node, port)] = _Demand(per_channel, symmetric)
+    return demands
 
 
-def _propagate(graph: Graph, requests: dict[Port, _Request],
+def _propagate(graph: Graph, demands: dict[Port, _Demand],
                ignored: dict[str, str]) -> tuple[list[ActivationQuantizer], list[frozenset[int]]]:
-    """Move requests towards the inputs through precision-preserving ops.
+    """Move demands towards the inputs through precision-preserving ops.
 
     Returns the quantizers where they stop, and the sets of unified groups that merging joined into one.
     """
-    pending: dict[str, dict[Port, _Request]] = defaultdict(dict)  # producer -> {consumer input: request}
-    for consumer, request in requests.items():
-        pending[graph.producer(consumer.node, consumer.port).node][consumer] = request
+    pending: dict[str, dict[Port, _Demand]] = defaultdict(dict)  # producer -> {consumer input: demand}
+    for consumer, demand in demands.items():
+        pending[graph.producer(consumer.node, consumer.port).node][consumer] = demand
     placed: list[ActivationQuantizer] = []
     joined: list[frozenset[int]] = []
     next_group = 0
@@ -119,15 +124,15 @@ def _propagate(graph: Graph, requests: dict[Port, _Request],
         wanted = pending.pop(node, None)
         if not wanted:
             continue
-        by_port: dict[int, dict[Port, _Request]] = defaultdict(dict)
-        for consumer, request in wanted.items():
-            by_port[graph.producer(consumer.node, consumer.port).port][consumer] = request
+        by_port: dict[int, dict[Port, _Demand]] = defaultdict(dict)
+        for consumer, demand in wanted.items():
+            by_port[graph.producer(consumer.node, consumer.port).port][consumer] = demand
         moved_to = _inputs_to_move_to(graph, node, by_port, ignored)
         if moved_to:
             merged = _merge(list(wanted.values()))
             joined.append(merged.groups)
             if graph.type(node) == "Concat":
-                merged = _Request(False, merged.symmetric, merged.groups | {next_group})
+                merged = _Demand(False, merged.symmetric, merged.groups | {next_group})
                 next_group += 1
             for port in moved_to:
                 source = graph.producer(node, port).node
@@ -148,9 +153,9 @@ def _group_key(groups: frozenset[int]) -> int | None:
     return min(groups) if groups else None
 
 
-def _inputs_to_move_to(graph: Graph, node: str, by_port: dict[int, dict[Port, _Request]],
+def _inputs_to_move_to(graph: Graph, node: str, by_port: dict[int, dict[Port, _Demand]],
                        ignored: dict[str, str]) -> list[int]:
-    """The input ports the requests at `node`'s outputs move to, or [] if they stop at its outputs."""
+    """The input ports the demands at `node`'s outputs move to, or [] if they stop at its outputs."""
     rule = OP_RULES.get(graph.type(node))
     if rule is None or rule.role not in (Role.AGNOSTIC, Role.CONCAT) or node in ignored:
         return []
@@ -170,7 +175,7 @@ def _inputs_to_move_to(graph: Graph, node: str, by_port: dict[int, dict[Port, _R
 
 
 def _stays_below(graph: Graph, node: str) -> bool:
-    """Whether requests stop below `node`: an op of QUANTIZERS_STAY_BELOW fed by one of its producer types, or a
+    """Whether demands stop below `node`: an op of QUANTIZERS_STAY_BELOW fed by one of its producer types, or a
     shape-only op after such an op."""
     while graph.type(node) in SHAPE_OPS:
         producer = graph.producer(node, 0).node
@@ -190,7 +195,7 @@ def _finalize(quantizers: list[ActivationQuantizer], joined: list[frozenset[int]
             g = parent[g]
         return g
 
-    for groups in joined:  # requests merged at a fan-out may carry several group ids: those groups are one
+    for groups in joined:  # demands merged at a fan-out may carry several group ids: those groups are one
         first, *rest = sorted(groups) or [None]
         for g in rest:
             parent[root(g)] = root(first)
@@ -261,3 +266,24 @@ def _first_layers(graph: Graph, ignored: dict[str, str]) -> set[str]:
                     seen.add(consumer.node)
                     queue.append(consumer.node)
     return found
+
+
+def _place(state: State) -> State:
+    """The plan for the state's graph and options; with nothing to quantize, the result is a copy of the caller's
+    model."""
+    options = state.options
+    ignored = {**postprocessing_nodes(state.graph),
+               **resolve_ignored(state.graph, options.ignored_scope, state.renamed)}
+    placement = PlacementOptions(symmetric_activations=options.preset is QuantizationPreset.PERFORMANCE,
+                                 quantize_outputs=options.advanced.quantize_outputs,
+                                 overflow_fix=options.advanced.overflow_fix,
+                                 transformer=options.model_type is ModelType.TRANSFORMER)
+    plan = plan_quantizers(state.graph, ignored, placement)
+    if not plan:
+        log.warning("The model has no op ovptq can quantize (Convolution, MatMul, ...); it is returned unchanged.")
+        return replace(state, ignored=ignored, plan=plan, result=state.source.clone())
+    log.info("Placement: %d activation and %d weight quantizers.", len(plan.activations), len(plan.weights))
+    return replace(state, ignored=ignored, plan=plan)
+
+
+STAGE = Stage("placement", _place)

@@ -1,9 +1,11 @@
-"""The placement plan: where quantizers go. Plain data that prints, compares and round-trips through JSON."""
+"""The placement plan: where quantizers go. Plain, immutable data that prints, compares and round-trips through
+JSON; a stage that moves a quantizer makes a new plan (`with_activation`)."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from types import MappingProxyType
 
 from ovptq.graph.graph import Port
 
@@ -33,15 +35,29 @@ class WeightQuantizer:
     embedding: bool = False     # a Gather's table, one range per row (weight-only: the lookup stays float)
 
 
-@dataclass
+@dataclass(frozen=True)
 class QuantizationPlan:
-    activations: list[ActivationQuantizer] = field(default_factory=list)
-    weights: list[WeightQuantizer] = field(default_factory=list)
+    activations: tuple[ActivationQuantizer, ...] = ()
+    weights: tuple[WeightQuantizer, ...] = ()
     ignored: dict[str, str] = field(default_factory=dict)  # node -> why it stays float
     float_rules: dict[str, str] = field(default_factory=dict)  # node -> the transformer rule keeping its inputs float
 
+    def __post_init__(self):
+        object.__setattr__(self, "activations", tuple(self.activations))
+        object.__setattr__(self, "weights", tuple(self.weights))
+        object.__setattr__(self, "ignored", MappingProxyType(dict(self.ignored)))
+        object.__setattr__(self, "float_rules", MappingProxyType(dict(self.float_rules)))
+
     def __bool__(self) -> bool:
         return bool(self.activations or self.weights)
+
+    def activation(self, name: str) -> ActivationQuantizer:
+        return next(q for q in self.activations if q.name == name)
+
+    def with_activation(self, quantizer: ActivationQuantizer) -> "QuantizationPlan":
+        """A copy of the plan whose activation quantizer of the same name is `quantizer`."""
+        return replace(self, activations=tuple(quantizer if q.name == quantizer.name else q
+                                               for q in self.activations))
 
     def __str__(self) -> str:
         lines = [f"QuantizationPlan: {len(self.activations)} activation and {len(self.weights)} weight quantizers"]
@@ -58,7 +74,9 @@ class QuantizationPlan:
         return "\n".join(lines)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=1)
+        return json.dumps({"activations": [asdict(q) for q in self.activations],
+                           "weights": [asdict(w) for w in self.weights], "ignored": dict(self.ignored),
+                           "float_rules": dict(self.float_rules)}, indent=1)
 
     @staticmethod
     def from_json(text: str) -> "QuantizationPlan":

@@ -1,35 +1,108 @@
-"""Rewrite ovptq's copy of the model: FakeQuantize on activations, int8 weights, parameters in rt_info.
+"""The rewrite: the only writer of the INT8 model. It applies every edit the stages decided to a fresh clone of the
+FP32 model, in this order:
 
-Weights become `Constant(i8) -> Convert -> Multiply(scale per output channel)`, the form the CPU plugin reads as
-int8 weights with a dequantization scale: w ~= int8 * scale, scale = (ih - il) / 254 = ih / 127.
+1. constants SmoothQuant rescaled, and its Multiply(x, 1/s) in front of a tensor's readers;
+2. int8 weights: `Constant(i8) -> Convert -> Multiply(scale per output channel)`, the form the CPU plugin reads as
+   int8 weights with a dequantization scale (w ~= int8 * scale, scale = ih / 127); ops that read one weight
+   share one int8 constant;
+3. one FakeQuantize per activation quantizer, on the tensor its consumers read;
+4. corrected biases (a new bias Add for a layer that had none);
+5. the parameters, in rt_info under ovptq/...
+
+Every created op is named after what it belongs to, so two runs write the same IR.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
-from ovptq.graph.graph import Graph, numpy_dtype
-from ovptq.graph.weights import weight_at, weight_value
-from ovptq.parameters import RangeEstimator
-from ovptq.placement.plan import QuantizationPlan, WeightQuantizer
-from ovptq.ranges import FQParams, quantize_weight, symmetric_weight, weight_absmax, weight_quantile
+from ovptq.graph.graph import numpy_dtype
+from ovptq.placement.plan import ActivationQuantizer
+from ovptq.ranges.formulas import FQParams
+from ovptq.ranges.weights import QuantizedWeight
+from ovptq.rewrite import record
+from ovptq.rewrite.edits import BiasValue, ConstantInput, Scaling
+from ovptq.state import Stage, State
 
 
-def insert_activation_quantizers(graph: Graph, plan: QuantizationPlan, params: dict[str, FQParams]) -> int:
-    """Insert one FakeQuantize per activation quantizer of the plan; return how many were inserted."""
-    for q in plan.activations:
-        output = graph.op(q.producer).output(q.port)
-        fq_params = params[q.name]
-        rank = output.get_partial_shape().rank.get_length()
-        low, high = _range_constants(fq_params, rank, q.per_channel, output.get_element_type(), q.name)
-        fq = ops.fake_quantize(output, low, high, low, high, fq_params.levels, name=q.name)
-        for consumer in q.consumers:
-            graph.op(consumer.node).input(consumer.port).replace_source_output(fq.output(0))
-    return len(plan.activations)
+@dataclass(frozen=True)
+class ModelEdits:
+    """Everything the rewrite applies, as data."""
+
+    constants: tuple[ConstantInput, ...] = ()
+    scalings: tuple[Scaling, ...] = ()
+    weights: tuple[QuantizedWeight, ...] = ()
+    activations: tuple[tuple[ActivationQuantizer, FQParams], ...] = ()
+    biases: tuple[BiasValue, ...] = ()
+    rt_info: Mapping[str, object] = field(default_factory=dict)
+
+    @staticmethod
+    def of_smoothing(smoothing) -> "ModelEdits":
+        """SmoothQuant's edits alone: the FP32 model in the coordinates the quantizers see."""
+        if smoothing is None:
+            return ModelEdits()
+        return ModelEdits(tuple(smoothing.constants.values()), smoothing.scalings)
+
+
+def apply(model: ov.Model, edits: ModelEdits) -> ov.Model:
+    """A clone of `model` with `edits` applied; `model` itself is not touched."""
+    clone = model.clone()
+    by_name = {op.get_friendly_name(): op for op in clone.get_ordered_ops()}
+    for edit in edits.constants:
+        constant = ops.constant(edit.value, name=edit.name)
+        by_name[edit.node].input(edit.port).replace_source_output(constant.output(0))
+    for scaling in edits.scalings:
+        factor = ops.constant(scaling.factor, name=scaling.factor_name)
+        multiply = ops.multiply(by_name[scaling.producer].output(scaling.port), factor, name=scaling.name)
+        for reader in scaling.readers:
+            by_name[reader].input(0).replace_source_output(multiply.output(0))
+    shared: dict[tuple, ov.Output] = {}
+    for weight in edits.weights:
+        _int8_weight(by_name[weight.quantizer.node].input(weight.quantizer.port), weight, shared)
+    for quantizer, params in edits.activations:
+        _fake_quantize(by_name, quantizer, params)
+    for bias in edits.biases:
+        _set_bias(by_name, bias)
+    clone.validate_nodes_and_infer_types()
+    for key, value in edits.rt_info.items():
+        clone.set_rt_info(str(value), ["ovptq", *key.split("/")])
+    return clone
+
+
+def _int8_weight(target: ov.Input, weight: QuantizedWeight, shared: dict[tuple, ov.Output]) -> None:
+    quantizer = weight.quantizer
+    key = (*weight.source, quantizer.channel_axes, quantizer.half_range)
+    if key not in shared:
+        element_type = target.get_source_output().get_element_type()
+        name = f"{quantizer.node}/fq_weights_{quantizer.port}"
+        int8 = ops.constant(weight.integers, name=f"{name}/int8")
+        convert = ops.convert(int8, element_type, name=f"{name}/convert")
+        scale = ops.constant(weight.scale.astype(numpy_dtype(element_type)), name=f"{name}/scale")
+        shared[key] = ops.multiply(convert, scale, name=name).output(0)
+    target.replace_source_output(shared[key])
+
+
+def _fake_quantize(by_name: dict[str, ov.Node], quantizer: ActivationQuantizer, params: FQParams) -> None:
+    """A FakeQuantize on the tensor the quantizer's consumers read (after SmoothQuant's Multiply, if any)."""
+    sources = {_source_key(by_name[c.node].input(c.port)) for c in quantizer.consumers}
+    if len(sources) != 1:
+        raise AssertionError(f"the consumers of quantizer {quantizer.name} read different tensors")
+    output = by_name[quantizer.consumers[0].node].input(quantizer.consumers[0].port).get_source_output()
+    rank = output.get_partial_shape().rank.get_length()
+    low, high = _range_constants(params, rank, quantizer.per_channel, output.get_element_type(), quantizer.name)
+    fq = ops.fake_quantize(output, low, high, low, high, params.levels, name=quantizer.name)
+    for consumer in quantizer.consumers:
+        by_name[consumer.node].input(consumer.port).replace_source_output(fq.output(0))
+
+
+def _source_key(target: ov.Input) -> tuple[str, int]:
+    source = target.get_source_output()
+    return source.get_node().get_friendly_name(), source.get_index()
 
 
 def _range_constants(params: FQParams, rank: int, per_channel: bool, element_type: ov.Type, name: str):
@@ -41,63 +114,42 @@ def _range_constants(params: FQParams, rank: int, per_channel: bool, element_typ
             ops.constant(np.asarray(params.high, dtype).reshape(shape), name=f"{name}/high"))
 
 
-def weight_params(graph: Graph, quantizer: WeightQuantizer, estimator: RangeEstimator,
-                  quantile: float) -> tuple[np.ndarray, FQParams]:
-    """The weight as the op sees it and its symmetric per-channel range."""
-    weight = weight_at(graph, quantizer.node, quantizer.port, quantizer.channel_axes)
-    value = weight_value(graph, weight)
-    if estimator is RangeEstimator.MEAN_QUANTILE:
-        absmax = weight_quantile(value, quantizer.channel_axes, quantile)
-    else:
-        absmax = weight_absmax(value, quantizer.channel_axes)
-    return value, symmetric_weight(absmax, quantizer.half_range)
+def _set_bias(by_name: dict[str, ov.Node], bias: BiasValue) -> None:
+    """The layer's bias becomes `bias.values`: in its bias op's constant (broadcast to that constant's shape), or in
+    a new Add between the layer and all its readers."""
+    op = by_name[bias.layer]
+    element_type = op.get_output_element_type(0)
+    rank = op.get_output_partial_shape(0).rank.get_length()
+    if bias.holder is None:
+        targets = list(op.output(0).get_target_inputs())
+        shape = [1] * rank
+        shape[bias.channel_axis] = len(bias.values)
+        constant = ops.constant(bias.values.reshape(shape).astype(numpy_dtype(element_type)),
+                                name=f"{bias.layer}/bias_value")
+        add = ops.add(op.output(0), constant, name=f"{bias.layer}/bias")
+        for target in targets:
+            target.replace_source_output(add.output(0))
+        return
+    holder = by_name[bias.holder]
+    old_shape = list(holder.input(bias.port).get_source_output().get_partial_shape().to_shape())
+    shape = [1] * len(old_shape)
+    axis = bias.channel_axis - (rank - len(old_shape))
+    if 0 <= axis < len(old_shape):
+        shape[axis] = len(bias.values)
+    value = np.broadcast_to((bias.values * bias.sign).reshape(shape), np.broadcast_shapes(shape, old_shape))
+    constant = ops.constant(np.ascontiguousarray(value).astype(numpy_dtype(element_type)),
+                            name=f"{bias.holder}/corrected")
+    holder.input(bias.port).replace_source_output(constant.output(0))
 
 
-@dataclass(frozen=True)
-class CompressedWeight:
-    """How a weight was compressed; `values()` recomputes the float and dequantized weights on demand, so no copy
-    of every weight is held in memory."""
-
-    graph: Graph
-    quantizer: WeightQuantizer
-    estimator: RangeEstimator
-    quantile: float
-
-    def values(self) -> tuple[np.ndarray, np.ndarray]:
-        """(float weight, int8 * scale) as the op sees them."""
-        value, params = weight_params(self.graph, self.quantizer, self.estimator, self.quantile)
-        integers, scale = quantize_weight(value, params)
-        return value, np.multiply(integers, scale, dtype=np.float32)
+def edits_of(state: State) -> ModelEdits:
+    """Every edit the stages of `state` decided, and the record of them."""
+    smoothing = ModelEdits.of_smoothing(state.smoothing)
+    correction = state.bias_correction
+    return ModelEdits(smoothing.constants, smoothing.scalings,
+                      tuple(state.weights[q.node] for q in state.plan.weights),
+                      tuple((q, state.activation_ranges[q.name]) for q in state.plan.activations),
+                      tuple(correction.edits()) if correction is not None else (), record.rt_info(state))
 
 
-def compress_weights(graph: Graph, plan: QuantizationPlan, estimator: RangeEstimator,
-                     quantile: float) -> dict[str, CompressedWeight]:
-    """Replace each planned weight by int8 values and a per-channel scale; return, per weighted op, how.
-
-    Ops that share one weight path share the int8 constant too.
-    """
-    shared: dict[tuple, ov.Output] = {}
-    weights = {}
-    for quantizer in plan.weights:
-        target = graph.op(quantizer.node).input(quantizer.port)
-        source = target.get_source_output()
-        key = (source.get_node().get_friendly_name(), source.get_index(), quantizer.channel_axes,
-               quantizer.half_range)
-        if key not in shared:
-            value, params = weight_params(graph, quantizer, estimator, quantile)
-            integers, scale = quantize_weight(value, params)
-            element_type = source.get_element_type()
-            name = f"{quantizer.node}/fq_weights_{quantizer.port}"
-            int8 = ops.constant(integers, name=f"{name}/int8")
-            convert = ops.convert(int8, element_type, name=f"{name}/convert")
-            scale_constant = ops.constant(scale.astype(numpy_dtype(element_type)), name=f"{name}/scale")
-            shared[key] = ops.multiply(convert, scale_constant, name=name).output(0)
-        target.replace_source_output(shared[key])
-        weights[quantizer.node] = CompressedWeight(graph, quantizer, estimator, quantile)
-    return weights
-
-
-def write_rt_info(model: ov.Model, values: dict[str, object]) -> None:
-    """Record the quantization parameters under rt_info/ovptq/..."""
-    for key, value in values.items():
-        model.set_rt_info(str(value), ["ovptq", *key.split("/")])
+STAGE = Stage("rewrite", lambda state: replace(state, result=apply(state.model, edits_of(state))))

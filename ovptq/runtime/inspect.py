@@ -1,9 +1,7 @@
-"""Proof of INT8: compile on CPU and read the runtime model the plugin really executes.
+"""Proof of INT8: compile on CPU and read the runtime model the plugin really executes (`runtime.layers`).
 
-In `compiled_model.get_runtime_model()` every node carries rt_info `layerType`, `runtimePrecision` (for a
-Convolution / FullyConnected / MatMul / Deconvolution: the max precision of its data and weight inputs, so i8/u8
-means an integer kernel) and `originalLayersNames` (the IR ops fused into it). A FakeQuantize that survives as its
-own layer runs as a float element-wise op: the plugin could not fuse it into an int8 kernel.
+A linear layer whose runtime precision is i8/u8 runs an integer kernel. A FakeQuantize that survives as its own
+layer runs as a float element-wise op: the plugin could not fuse it into an int8 kernel.
 """
 
 from __future__ import annotations
@@ -13,27 +11,7 @@ from pathlib import Path
 
 import openvino as ov
 
-LINEAR_LAYER_TYPES = ("Convolution", "GroupConvolution", "FullyConnected", "MatMul", "Deconvolution")
-# The IR op types behind those runtime layers: how a runtime layer is named after the model's own op.
-IR_LINEAR_TYPES = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData",
-                   "MatMul")
-INT8_PRECISIONS = ("i8", "u8")
-
-
-@dataclass(frozen=True)
-class RuntimeLayer:
-    name: str
-    layer_type: str
-    precision: str
-    kernel: str
-    original_names: tuple[str, ...]
-    ir_name: str = ""  # the Convolution / MatMul op of the IR that this layer executes, when there is one
-    input_precisions: tuple[str, ...] = ()
-    output_precision: str = ""
-
-    @property
-    def is_int8(self) -> bool:
-        return self.precision.lower() in INT8_PRECISIONS
+from ovptq.runtime.layers import LINEAR_LAYER_TYPES, RuntimeLayer, runtime_layers
 
 
 @dataclass
@@ -130,24 +108,11 @@ class Int8Report:
         return "\n".join(lines)
 
 
-def _text(rt_info, key: str) -> str:
-    return rt_info[key].astype(str) if key in rt_info else ""
-
-
 def inspect(model: ov.Model | str | Path, device: str = "CPU", core: ov.Core | None = None) -> Int8Report:
     """Compile `model` and report, per runtime layer, its type, precision and kernel."""
     core = core or ov.Core()
     if not isinstance(model, ov.Model):
         model = core.read_model(str(model))
-    linear_ops = {op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in IR_LINEAR_TYPES}
     compiled = core.compile_model(model, device)
-    report = Int8Report(fake_quantize_ops=sum(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops()))
-    for op in compiled.get_runtime_model().get_ordered_ops():
-        rt = op.get_rt_info()
-        names = tuple(n for n in _text(rt, "originalLayersNames").split(",") if n)
-        ir_name = next((n for n in names if n in linear_ops), "")
-        report.layers.append(RuntimeLayer(
-            op.get_friendly_name(), _text(rt, "layerType"), _text(rt, "runtimePrecision"), _text(rt, "primitiveType"),
-            names, ir_name, tuple(i.get_element_type().get_type_name() for i in op.inputs()),
-            _text(rt, "outputPrecisions")))
-    return report
+    return Int8Report(runtime_layers(compiled, model),
+                      sum(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops()))

@@ -1,6 +1,6 @@
 """A statistics file: the results of one statistics pass, reused by later quantizations of the same model and data.
 
-The file (.npz) holds every requested statistic, keyed by the request, with the fingerprints of the model (SHA-256
+The file (.npz) holds the value of every reduction of the statistics plan, keyed by the reduction, with the fingerprints of the model (SHA-256
 of its serialized IR) and of the data (SHA-256 of every calibration item used, after transform_fn), the subset
 size and the number of samples. A later run with other options (preset, ignored scope, range estimator, bias
 correction mode) takes what it needs from it without an inference pass, and is refused, with what to do, when the
@@ -21,9 +21,9 @@ import openvino as ov
 from ovptq.dataset import Dataset, _to_numpy
 from ovptq.errors import StatisticsError
 from ovptq.files import replacing
-from ovptq.statistics.collect import TensorStatistics
+from ovptq.statistics.reductions import TensorStatistics
 
-FORMAT = 1
+FORMAT = 2  # 2: statistics keyed by RangeReduction / MeanReduction
 _FIELDS = ("global_min", "global_max", "mean_min", "mean_max", "mean_absmax", "mean_quantile_low",
            "mean_quantile_high")
 
@@ -84,8 +84,8 @@ def save(path: str | Path, model_key: str, data_key: str, subset_size: int, samp
     """Write the statistics to `path` (atomically: a temporary file moved into place)."""
     path = Path(path)
     arrays, index = {}, []
-    for number, (request, value) in enumerate(statistics.items()):
-        entry = {"request": repr(request), "kind": "tensor" if isinstance(value, TensorStatistics) else "array"}
+    for number, (reduction, value) in enumerate(statistics.items()):
+        entry = {"reduction": repr(reduction), "kind": "tensor" if isinstance(value, TensorStatistics) else "array"}
         if isinstance(value, TensorStatistics):
             for name in _FIELDS:
                 if getattr(value, name) is not None:
@@ -103,8 +103,8 @@ def save(path: str | Path, model_key: str, data_key: str, subset_size: int, samp
 
 
 def load(path: str | Path, model_key: str, data_key: str, subset_size: int,
-         requests: list) -> tuple[dict, int]:
-    """The statistics of `requests` from `path`, or a StatisticsError saying why the file cannot serve them."""
+         reductions: list) -> tuple[dict, int]:
+    """The values of `reductions` from `path`, or a StatisticsError saying why the file cannot serve them."""
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as file:
@@ -125,21 +125,21 @@ def load(path: str | Path, model_key: str, data_key: str, subset_size: int,
     if problems:
         raise StatisticsError(f"Statistics file {path} does not match this quantization: {'; '.join(problems)}. "
                               "Delete it (or pass another statistics_path) to collect the statistics again.")
-    stored = {entry["request"]: (number, entry) for number, entry in enumerate(header["index"])}
-    missing = [request for request in requests if repr(request) not in stored]
+    stored = {entry["reduction"]: (number, entry) for number, entry in enumerate(header["index"])}
+    missing = [reduction for reduction in reductions if repr(reduction) not in stored]
     if missing:
         raise StatisticsError(
             f"Statistics file {path} lacks {len(missing)} of the statistics this quantization needs (e.g. "
             f"{missing[0]!r}): the options ask for tensors or estimators the first run did not measure. Delete "
             "the file (or pass another statistics_path) to collect them.")
     results = {}
-    for request in requests:
-        number, entry = stored[repr(request)]
+    for reduction in reductions:
+        number, entry = stored[repr(reduction)]
         if entry["kind"] == "array":
-            results[request] = arrays[f"{number}/value"]
+            results[reduction] = arrays[f"{number}/value"]
             continue
         values = {name: arrays.get(f"{number}/{name}") for name in _FIELDS}
         rows = (arrays[f"{number}/rows_min"], arrays[f"{number}/rows_max"]) if f"{number}/rows_min" in arrays \
             else None
-        results[request] = TensorStatistics(**values, samples=entry["samples"], rows=rows)
+        results[reduction] = TensorStatistics(**values, samples=entry["samples"], rows=rows)
     return results, header["samples"]

@@ -1,0 +1,151 @@
+"""Measuring an INT8 model against its FP32 model on a few samples: SQNR, shadow layers, ablation.
+
+    SQNR = 10 log10(sum y^2 / sum (y - y_q)^2) in dB over all samples (higher is better).
+
+A shadow layer is a quantized layer recomputed on the FP32 model's input of that layer (its own error, without
+what the layers before it add). Ablation puts one layer back in float in the INT8 model and measures what the
+outputs gain. The per-layer report, and any stage that checks a quantized model by measurement, build on these.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+
+from ovptq.dataset import Dataset, ModelInput, bind_requests
+from ovptq.progress import progress
+
+
+def sqnr_db(reference: Iterable[np.ndarray], quantized: Iterable[np.ndarray]) -> float:
+    """10 log10(sum y^2 / sum (y - y_q)^2) over all samples; inf when identical."""
+    reference, quantized = list(reference), list(quantized)
+    signal = sum(float(np.sum(r.astype(np.float64) ** 2)) for r in reference)
+    noise = sum(float(np.sum((r.astype(np.float64) - q) ** 2)) for r, q in zip(reference, quantized))
+    return float("inf") if noise == 0 else 10 * np.log10(max(signal, 1e-30) / noise)
+
+
+def output_sqnr(reference: list[list[np.ndarray]], got: list[list[np.ndarray]]) -> float:
+    """SQNR over every float output and sample together (`run` results of two models)."""
+    pairs = [(r, g) for ref, out in zip(reference, got) for r, g in zip(ref, out) if r.dtype.kind == "f"]
+    return sqnr_db([r for r, _ in pairs], [g for _, g in pairs])
+
+
+def bind(dataset: Dataset, model: ov.Model, samples: int) -> list[dict]:
+    """The first `samples` infer-request feeds of `dataset` for `model`."""
+    inputs = ModelInput.of(model)
+    feeds = []
+    for index, item in dataset.items():
+        for feed in bind_requests(item, inputs, index):
+            feeds.append(feed)
+            if len(feeds) == samples:
+                return feeds
+    return feeds
+
+
+def run(core: ov.Core, model: ov.Model, feeds: list[dict]) -> list[list[np.ndarray]]:
+    """Per output of `model`, its values on every feed (f32 inference on CPU)."""
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    infer_request = compiled.create_infer_request()
+    outputs: list[list[np.ndarray]] = [[] for _ in compiled.outputs]
+    for feed in feeds:
+        infer_request.infer(feed)
+        for index in range(len(compiled.outputs)):
+            outputs[index].append(infer_request.get_output_tensor(index).data.copy())
+    return outputs
+
+
+def is_int8_weight(node: ov.Node) -> bool:
+    """Constant(i8) -> Convert -> Multiply(scale), as ovptq stores weights."""
+    if node.get_type_name() != "Multiply":
+        return False
+    convert = node.input_value(0).get_node()
+    return convert.get_type_name() == "Convert" and convert.input_value(0).get_node().get_type_name() == "Constant"
+
+
+def is_quantized(op: ov.Node) -> bool:
+    """An op with an activation FakeQuantize or an int8 weight right at one of its inputs."""
+    return any(op.input_value(i).get_node().get_type_name() == "FakeQuantize"
+               or is_int8_weight(op.input_value(i).get_node()) for i in range(op.get_input_size()))
+
+
+def smoothing_of(int8_model: ov.Model) -> dict[str, str]:
+    """SmoothQuant's record in an ovptq INT8 model: quantizer -> the op that took 1/s, or "Multiply"."""
+    if not int8_model.has_rt_info(["ovptq", "smooth_quant"]):
+        return {}
+    return json.loads(int8_model.get_rt_info(["ovptq", "smooth_quant"]).astype(str))
+
+
+def rescaled(int8_model: ov.Model) -> tuple[set[str], set[str], set[str]]:
+    """What SmoothQuant rescaled: (layers whose input it rescaled inside the input's producer, layers whose input
+    it rescaled with a Multiply in front of their quantizer, ops that took 1/s and so output y / s)."""
+    where = smoothing_of(int8_model)
+    found: dict[str, set[str]] = {"folded": set(), "Multiply": set()}
+    for op in int8_model.get_ordered_ops():  # a quantizer's FakeQuantize is named after it
+        if op.get_type_name() == "FakeQuantize" and op.get_friendly_name() in where:
+            kind = "Multiply" if where[op.get_friendly_name()] == "Multiply" else "folded"
+            found[kind] |= {target.get_node().get_friendly_name() for target in op.output(0).get_target_inputs()}
+    return found["folded"], found["Multiply"], set(where.values()) - {"Multiply"}
+
+
+def outputs_of(model: ov.Model, names: list[str]) -> ov.Model:
+    """A copy of `model` whose outputs are output 0 of each op of `names`, in that order."""
+    clone = model.clone()
+    by_name = _by_name(clone)
+    return ov.Model([ops.result(by_name[name].output(0)) for name in names], clone.get_parameters(),
+                    "ovptq_layer_outputs")
+
+
+def shadow_model(fp32_model: ov.Model, int8_model: ov.Model, names: list[str]) -> ov.Model:
+    """A model of the FP32 model's outputs of the layers `names`, then each layer again with its INT8 model's
+    quantizers on the same FP32 inputs (a FakeQuantize on activations, the int8 weight): 2 x len(names) outputs."""
+    reference, donor, int8 = fp32_model.clone(), fp32_model.clone(), int8_model.clone()
+    reference_ops, donor_ops, int8_ops = (_by_name(m) for m in (reference, donor, int8))
+    where = smoothing_of(int8)
+    originals, shadows = [], []
+    for name in names:
+        original, shadow, quantized = reference_ops[name], donor_ops[name], int8_ops[name]
+        for port in range(original.get_input_size()):
+            source = quantized.input_value(port).get_node()
+            value = original.input_value(port)
+            if source.get_type_name() == "FakeQuantize":
+                if where.get(source.get_friendly_name()) == "Multiply":  # x / s in front of the quantizer
+                    value = ops.multiply(value, source.input_value(0).get_node().input_value(1)).output(0)
+                value = ops.fake_quantize(value, *(source.input_value(i) for i in range(1, 5)),
+                                          source.get_attributes()["levels"]).output(0)
+            elif is_int8_weight(source):
+                value = quantized.input_value(port)
+            shadow.input(port).replace_source_output(value)
+        originals.append(original.output(0))
+        shadows.append(shadow.output(0))
+    return ov.Model([ops.result(o) for o in originals + shadows], reference.get_parameters(), "ovptq_shadow")
+
+
+def output_gains(core: ov.Core, fp32_model: ov.Model, int8_model: ov.Model, names: list[str], keep_weights: set[str],
+                 feeds: list[dict], show_progress: bool | None = None) -> dict[str, float]:
+    """Per layer: output SQNR of the INT8 model with that layer in float (its input quantizers bypassed, its FP32
+    weight back), minus the INT8 model's own. Layers of `keep_weights` keep their int8 weight (one whose input
+    SmoothQuant rescaled, or that took 1/s: its FP32 weight is in other coordinates)."""
+    fp32 = fp32_model.clone()
+    fp32_ops = _by_name(fp32)
+    reference = run(core, fp32, feeds)
+    baseline = output_sqnr(reference, run(core, int8_model, feeds))
+    gains = {}
+    for name in progress(names, "Ablation", unit="layer", enabled=show_progress):
+        model = int8_model.clone()
+        layer = _by_name(model)[name]
+        for port in range(layer.get_input_size()):
+            source = layer.input_value(port).get_node()
+            if source.get_type_name() == "FakeQuantize":
+                layer.input(port).replace_source_output(source.input_value(0))
+            elif is_int8_weight(source) and name not in keep_weights:
+                layer.input(port).replace_source_output(fp32_ops[name].input_value(port))
+        gains[name] = output_sqnr(reference, run(core, model, feeds)) - baseline
+    return gains
+
+
+def _by_name(model: ov.Model) -> dict[str, ov.Node]:
+    return {op.get_friendly_name(): op for op in model.get_ordered_ops()}

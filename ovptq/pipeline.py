@@ -1,0 +1,100 @@
+"""The pipeline: the default list of stages, and the runner that feeds them one statistics pass.
+
+    placement -> [statistics pass] -> SmoothQuant -> activation ranges -> weight quantization
+              -> fast bias correction -> full bias correction -> rewrite
+
+Each stage is one module (`STAGE` in it) and a pure function of the state (`ovptq.state`). The statistics pass
+measures the union of the reductions every enabled stage declares, before the first stage that reads them; with a
+statistics file, the union with every option on is measured, so later runs with other options can read it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+from ovptq.bias_correction import fast, full
+from ovptq.dataset import Dataset
+from ovptq.placement import placer
+from ovptq.ranges import activations, weights
+from ovptq.rewrite import rewrite
+from ovptq import smooth_quant
+from ovptq.state import Stage, State
+from ovptq.statistics.collect import collect_statistics, mean_items
+from ovptq.statistics.reductions import StatisticsPlan
+
+log = logging.getLogger("ovptq")
+
+DEFAULT_STAGES: tuple[Stage, ...] = (placer.STAGE, smooth_quant.STAGE, activations.STAGE, weights.STAGE,
+                                     fast.STAGE, full.STAGE, rewrite.STAGE)
+
+
+def run(state: State, stages: tuple[Stage, ...] = DEFAULT_STAGES) -> State:
+    """Run the enabled `stages` in order; stop early when a stage sets the result (nothing to quantize)."""
+    enabled = [stage for stage in stages if stage.enabled(state.options)]
+    for position, stage in enumerate(enabled):
+        if stage.reads_statistics and state.statistics is None:
+            state = measure(state, enabled[position:], stages)
+        state = stage.run(state)
+        if state.result is not None:
+            break
+    return state
+
+
+def statistics_plan(stages: list[Stage] | tuple[Stage, ...], state: State) -> StatisticsPlan:
+    """The union of the reductions the enabled `stages` declare for `state`."""
+    return StatisticsPlan.union([(stage.name, stage.reductions(state)) for stage in stages
+                                 if stage.enabled(state.options)])
+
+
+def measure(state: State, enabled: list[Stage], every: tuple[Stage, ...]) -> State:
+    """The state with the statistics of what `enabled` declares, from one pass or from the statistics file (which
+    holds what `every` stage would declare with every option on)."""
+    plan = statistics_plan(enabled, state)
+    log.debug("%s", plan)
+    dataset, replay = _recorded(state, enabled)
+    options = state.options
+    if options.statistics_path is None:
+        statistics, samples = collect_statistics(state.model, list(plan.reductions), dataset, options.subset_size,
+                                                 options.advanced.inference_requests, options.advanced.show_progress,
+                                                 state.core, mean_items=mean_items(options.subset_size))
+    else:
+        superset = statistics_plan(every, replace(state, options=options.everything_on()))
+        statistics, samples = _from_file(state, dataset, plan, superset)
+    return replace(state, statistics=statistics, samples=samples, replay=replay)
+
+
+def _recorded(state: State, stages: list[Stage]) -> tuple[Dataset, Dataset | None]:
+    """The dataset for the statistics pass, and the first items again for the stages that read them twice: a
+    one-shot dataset (a generator) keeps those items in memory as the pass reads them."""
+    wanted = {stage.name: stage.rereads(state) for stage in stages}
+    count = max(wanted.values(), default=0)
+    if not count or state.dataset.reiterable():
+        return state.dataset, None
+    log.info("%s reads the first %d items again: keeping them in memory.",
+             " and ".join(name for name, n in wanted.items() if n), count)
+    recording, kept = state.dataset.recording(count)
+    return recording, state.dataset.replay(kept)
+
+
+def _from_file(state: State, dataset: Dataset, plan: StatisticsPlan, superset: StatisticsPlan) -> tuple[dict, int]:
+    """Read the statistics from the file if it exists (checking model and data), else measure the superset and
+    write it."""
+    from ovptq.statistics import cache
+    options, path = state.options, Path(state.options.statistics_path)
+    model_key = cache.model_fingerprint(state.source)
+    if path.exists():
+        statistics, samples = cache.load(path, model_key, cache.data_fingerprint(dataset, options.subset_size),
+                                         options.subset_size, list(plan.reductions))
+        log.info("Statistics read from %s (%d samples): no inference pass.", path, samples)
+        return statistics, samples
+    hashed, hasher = cache.hashing(dataset, options.subset_size)
+    statistics, samples = collect_statistics(state.model, list(dict.fromkeys([*plan.reductions,
+                                                                            *superset.reductions])),
+                                             hashed, options.subset_size, options.advanced.inference_requests,
+                                             options.advanced.show_progress, state.core,
+                                             mean_items=mean_items(options.subset_size))
+    cache.save(path, model_key, hasher.hexdigest(), options.subset_size, samples, statistics)
+    log.info("Statistics written to %s.", path)
+    return {reduction: statistics[reduction] for reduction in plan.reductions}, samples

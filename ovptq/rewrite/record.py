@@ -1,0 +1,52 @@
+"""What an INT8 model records about how it was made (rt_info under ovptq/...), and the closing log paragraph."""
+
+from __future__ import annotations
+
+import json
+
+from ovptq import __version__
+from ovptq.state import State
+
+
+def rt_info(state: State) -> dict[str, object]:
+    """The options, the samples used, and what each stage did."""
+    options, plan = state.options, state.plan
+    values: dict[str, object] = {
+        "version": __version__, "quantization/preset": options.preset,
+        "quantization/target_device": options.target_device, "quantization/subset_size": options.subset_size,
+        "quantization/samples_used": state.samples, "quantization/fast_bias_correction": options.fast_bias_correction,
+        "quantization/model_type": options.model_type or "None",
+        "quantization/activation_quantizers": len(plan.activations),
+        "quantization/weight_quantizers": len(plan.weights)}
+    if options.ignored_scope is not None:
+        values["quantization/ignored_scope"] = repr(options.ignored_scope)
+    for key, value in options.advanced.as_dict().items():
+        values[f"quantization/advanced_parameters/{key}"] = value
+    corrections = state.bias_correction.records if state.bias_correction is not None else ()
+    values["bias_correction"] = json.dumps([c.as_dict() for c in corrections])
+    # quantizer -> the op that took 1/s, or "Multiply"
+    values["smooth_quant"] = json.dumps(dict(state.smoothing.where) if state.smoothing is not None else {})
+    values["transformer_rules"] = json.dumps(dict(plan.float_rules))
+    return values
+
+
+def summary(state: State, seconds: float) -> str:
+    """The paragraph logged at the end of quantize."""
+    plan = state.plan
+    corrections = state.bias_correction.records if state.bias_correction is not None else ()
+    tables = sum(w.embedding for w in plan.weights)
+    parts = [f"Quantized '{state.model.get_friendly_name()}' in {seconds:.1f} s from {state.samples} calibration "
+             f"samples: {len(plan.weights) - tables} layers with int8 weights, {len(plan.activations)} activation "
+             "quantizers"]
+    if tables:
+        parts.append(f"{tables} embedding tables in int8")
+    if plan.ignored:
+        parts.append(f"{len(plan.ignored)} nodes kept float by IgnoredScope or post-processing")
+    if plan.float_rules:
+        parts.append(f"{len(plan.float_rules)} kept float by the transformer rules")
+    if corrections:
+        corrected = sum(c.applied_channels > 0 for c in corrections)
+        parts.append(f"bias corrected on {corrected} of {len(corrections)} layers")
+    if state.smoothing is not None and state.smoothing.where:
+        parts.append(f"SmoothQuant on {len(state.smoothing.where)} tensors")
+    return "; ".join(parts) + ". ovptq.inspect(model) shows which layers the CPU runs in int8."
