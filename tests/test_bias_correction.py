@@ -98,8 +98,9 @@ def test_zero_biases_get_corrected_and_recorded():
     assert np.abs(bias_constant(q, "conv/bias")).max() > 0
 
 
-def test_layer_without_bias_gets_one_when_its_shift_matters():
-    q = quantize(builders.bias_correction_block(bias=False))
+@pytest.mark.parametrize("fast", [True, False])
+def test_layer_without_bias_gets_one_when_its_shift_matters(fast):
+    q = quantize(builders.bias_correction_block(bias=False), fast_bias_correction=fast)
     records = corrections(q)
     assert all(r["created_bias"] for r in records.values())
     assert {"conv/bias", "depthwise/bias", "fc/bias"} <= {op.get_friendly_name() for op in q.get_ordered_ops()}

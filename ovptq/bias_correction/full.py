@@ -83,9 +83,8 @@ def full_correction(fp32_model: ov.Model, graph: Graph, start: BiasCorrection, w
         bar.update(1)
     bar.close()
     result = start.with_shifts(totals)
-    return replace(result, records=tuple(
-        replace(records[layer.node], created_bias=layer.node not in had_bias and result.has_bias(layer))
-        for layer in layers))
+    return replace(result, records=tuple(  # a bias Add either correction gave the layer counts as created
+        replace(records[layer.node], created_bias=layer.bias is None and result.has_bias(layer)) for layer in layers))
 
 
 def _kept_fast(fast_records: dict[str, Correction], layer: Layer, one_position: bool, samples: int) -> Correction:
