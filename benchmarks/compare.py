@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -40,14 +41,27 @@ def calibration_folder(spec, count: int) -> Path:
 
 def run_tool(tool: str, xml: Path, data: Path, out_dir: Path, subset_size: int,
              model_type: str | None = None) -> dict:
-    out = out_dir / f"{tool}.xml"
-    report = out_dir / f"{tool}.json"
-    command = [sys.executable, "-m", "benchmarks.worker", tool, str(xml), str(data), str(out), str(report),
+    """Quantize in a worker process. `tool` is a variant, or VARIANT@CHECKOUT to run it with the ovptq of another
+    checkout (a git worktree of an earlier commit, say), so that two versions are timed in the same rounds."""
+    variant, _, checkout = tool.partition("@")
+    stem = re.sub(r"[^\w.-]", "_", tool)
+    out, report = out_dir / f"{stem}.xml", out_dir / f"{stem}.json"
+    command = [sys.executable, "-m", "benchmarks.worker", variant, str(xml), str(data), str(out), str(report),
                "--subset-size", str(subset_size), *(["--model-type", model_type] if model_type else [])]
     # CI=true turns OpenVINO's telemetry off: it forks from a worker thread, which can deadlock a busy process.
     env = {**os.environ, "CI": "true", "OVPTQ_PROGRESS": "0"}
-    subprocess.run(command, check=True, cwd=Path(__file__).parent.parent, capture_output=True, env=env)
+    cwd = Path(checkout) if checkout else Path(__file__).parent.parent  # the worker imports ovptq from there
+    subprocess.run(command, check=True, cwd=cwd, capture_output=True, env=env)
     return {**json.loads(report.read_text()), "xml": str(out)}
+
+
+def variant_argument(value: str) -> str:
+    """A variant, or VARIANT@CHECKOUT (see run_tool)."""
+    variant, _, checkout = value.partition("@")
+    if variant not in VARIANTS or checkout and not (Path(checkout) / "benchmarks" / "worker.py").exists():
+        raise argparse.ArgumentTypeError(f"{value!r}: use one of {', '.join(VARIANTS)}, optionally @ a checkout "
+                                         "of ovptq (a folder with benchmarks/worker.py)")
+    return value
 
 
 def coverage(xml: str) -> dict:

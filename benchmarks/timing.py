@@ -2,6 +2,7 @@
 
     python -m benchmarks.timing --models light_resnet50 --variants nncf ovptq ovptq_nobc --repeat 5
     python -m benchmarks.timing --models ppocr_rec ppocr_cls --variants nncf ovptq_nobc ovptq --update-readme
+    python -m benchmarks.timing --variants ovptq@../before ovptq      # two versions: a worktree of an old commit
 
 `benchmarks.compare` quantizes once per variant, and on a shared machine one run can be 10% off. Here each round
 runs every variant once, each in its own process, in an order that rotates from round to round; a ratio is taken
@@ -17,8 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.compare import RESULTS, calibration_folder, command_line, publish, run_tool, save_run
-from benchmarks.worker import VARIANTS
+from benchmarks.compare import RESULTS, calibration_folder, command_line, publish, run_tool, save_run, variant_argument
 
 
 def rounds_of(name: str, variants: list[str], repeat: int, subset_size: int, work: Path) -> list[dict]:
@@ -80,8 +80,9 @@ def table(rows: list[dict]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["light_resnet50"])
-    parser.add_argument("--variants", nargs="+", default=["nncf", "ovptq"], choices=VARIANTS,
-                        help="the first one is the reference of the ratios")
+    parser.add_argument("--variants", nargs="+", default=["nncf", "ovptq"], type=variant_argument,
+                        help="the first one is the reference of the ratios; VARIANT@CHECKOUT runs the variant with "
+                             "the ovptq of another checkout")
     parser.add_argument("--repeat", type=int, default=5, help="rounds")
     parser.add_argument("--subset-size", type=int, default=300)
     parser.add_argument("--out", type=Path, default=RESULTS)
