@@ -162,7 +162,7 @@ def _cast(array: np.ndarray, model_input: ModelInput, index: int) -> np.ndarray:
 
 
 def bind_inputs(item: Any, inputs: list[ModelInput], index: int) -> list[dict[str, np.ndarray]]:
-    """Map one dataset item to model inputs, as one or more inference requests.
+    """Map one dataset item to model inputs, as the feeds of one or more infer requests.
 
     An item whose leading axis is a multiple of a static batch dimension (e.g. 8 samples for a model fixed at
     batch 1) is split along axis 0 into several requests, so any batching of the samples gives the same statistics.
@@ -214,10 +214,10 @@ def bind_requests(item: Any, inputs: list[ModelInput], index: int) -> list[dict[
     return [{i: bound[m.name] for i, m in enumerate(inputs)} for bound in bind_inputs(item, inputs, index)]
 
 
-def batch_size_of(request: dict) -> int:
-    """The number of samples in one request: the leading dimension of its first input of rank >= BATCH_MIN_RANK;
-    a request with none is one sample."""
-    for array in request.values():
+def batch_size_of(feed: dict) -> int:
+    """The number of samples in one infer request's feed: the leading dimension of its first input of rank >=
+    BATCH_MIN_RANK; a feed with none is one sample."""
+    for array in feed.values():
         if array.ndim >= BATCH_MIN_RANK:
             return int(array.shape[0])
     return 1

@@ -90,7 +90,7 @@ class AdvancedQuantizationParameters:
     quantile_outlier_prob: q of the quantile estimators.
     disable_bias_correction: skip the bias correction step.
     bias_correction_threshold: a bias shift is applied to an output channel when |shift| <= threshold x the
-        channel's output scale, sum |W[o]| x the input's mean per-sample max |x| (None: 0.25).
+        channel's output magnitude, sum |W[o]| x the input's mean per-sample max |x| (None: 0.25).
     inference_requests: parallel requests of the statistics pass (None: what the CPU plugin finds optimal).
     show_progress: progress bars (None: only when stderr is a terminal and OVPTQ_PROGRESS is not "0").
     smooth_quant: SmoothQuant before quantization (None: on with model_type="transformer", off otherwise).

@@ -1,0 +1,82 @@
+"""The pipeline: stages over one immutable state, one statistics pass for the union of what they declare."""
+
+from dataclasses import replace
+
+import builders
+import pytest
+
+import ovptq
+from ovptq import pipeline
+from ovptq.placement import placer
+from ovptq.quantize import _parse_options, start
+from ovptq.state import Stage
+from ovptq.statistics.reductions import MeanReduction, RangeReduction
+
+SAMPLES = builders.images(6, shape=(1, 4, 9, 9), seed=3, low=0.0, high=2.0)
+
+
+def state_of(model, fast_bias_correction=True, model_type=None, statistics_path=None):
+    options = _parse_options(None, "ANY", 300, fast_bias_correction, model_type, None, None, statistics_path)
+    return placer.STAGE.run(start(model, ovptq.Dataset(SAMPLES), options))
+
+
+def test_the_statistics_plan_is_the_union_of_the_stages_declarations_and_prints():
+    state = state_of(builders.bias_correction_block(), fast_bias_correction=False)
+    plan = pipeline.statistics_plan(pipeline.DEFAULT_STAGES, state)
+    taps = MeanReduction("input", 0, "taps", (3, 3), (2, 2), (1, 1), (1, 1), (1, 1))
+    assert plan.declared_by[taps] == ("fast bias correction",)
+    assert plan.declared_by[MeanReduction("fc/bias", 0, "last", per_sample=True)] == ("full bias correction",)
+    input_range = RangeReduction("input", 0)
+    assert plan.declared_by[input_range] == ("activation ranges", "fast bias correction")  # declared twice, once
+    assert len(set(plan.reductions)) == len(plan.reductions)
+    text = str(plan)
+    assert text.startswith("StatisticsPlan: 4 range and 6 mean reductions")
+    assert text.splitlines()[1].split() == ["range", "per-tensor", "input:0", "<-", "activation", "ranges,", "fast",
+                                            "bias", "correction"]
+
+
+def test_a_statistics_file_measures_what_every_option_would_read():
+    state = state_of(builders.pre_norm_block())
+    default = pipeline.statistics_plan(pipeline.DEFAULT_STAGES, state)
+    superset = pipeline.statistics_plan(pipeline.DEFAULT_STAGES, replace(state, options=state.options.everything_on()))
+    extra = set(superset.reductions) - set(default.reductions)
+    assert {r.producer for r in extra if isinstance(r, RangeReduction) and r.rows} >= {"ln/beta", "gelu"}  # SmoothQuant
+    assert any(isinstance(r, MeanReduction) and r.per_sample for r in extra)                    # full correction
+    assert set(default.reductions) <= set(superset.reductions)
+
+
+def test_one_statistics_pass_serves_every_stage_and_no_stage_changes_the_state_it_reads(monkeypatch):
+    passes = []
+    collect = pipeline.collect_statistics
+
+    def counted(model, reductions, *args, **kwargs):
+        passes.append(list(reductions))
+        return collect(model, reductions, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "collect_statistics", counted)
+    extra = RangeReduction("relu1", 0, per_channel=True)
+    seen = {}
+    probe = Stage("probe", lambda state: seen.setdefault("state", state), reductions=lambda state: [extra])
+    stages = (*pipeline.DEFAULT_STAGES[1:-1], probe, pipeline.DEFAULT_STAGES[-1])  # placement ran in state_of
+    first = state_of(builders.bias_correction_block())
+    final = pipeline.run(first, stages)
+    assert len(passes) == 1 and extra in passes[0]
+    assert seen["state"].statistics[extra].global_max.shape == (6,)   # the probe stage read its own reduction
+    assert first.statistics is None and first.result is None            # earlier states stay as they were
+    assert final.result is not None and final.plan is first.plan
+
+
+def test_a_stage_turned_off_by_the_options_neither_runs_nor_declares():
+    state = state_of(builders.bias_correction_block())
+    plan = pipeline.statistics_plan(pipeline.DEFAULT_STAGES, state)
+    assert not any(r.per_sample for r in plan.reductions if isinstance(r, MeanReduction))  # no full correction
+    final = pipeline.run(state)
+    assert all(record.method == "fast" for record in final.bias_correction.records)
+
+
+def test_the_plan_is_immutable():
+    plan = state_of(builders.conv_relu()).plan
+    with pytest.raises(AttributeError):
+        plan.activations.append(None)
+    with pytest.raises(TypeError):
+        plan.ignored["conv1"] = "no"
