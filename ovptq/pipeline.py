@@ -1,7 +1,5 @@
-"""The pipeline: the default list of stages, and the runner that feeds them one statistics pass.
-
-    placement -> [statistics pass] -> SmoothQuant -> activation ranges -> weight quantization
-              -> fast bias correction -> full bias correction -> rewrite
+"""The runner of a list of stages (the default list is `ovptq.quantize.DEFAULT_STAGES`), and the one statistics
+pass that feeds them.
 
 Each stage is one module (`STAGE` in it) and a pure function of the state (`ovptq.state`). The statistics pass
 measures the union of the reductions every enabled stage declares, before the first stage that reads them; with a
@@ -14,23 +12,14 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from ovptq.bias_correction import fast, full
 from ovptq.dataset import Dataset
-from ovptq.placement import placer
-from ovptq.ranges import activations, weights
-from ovptq.rewrite import rewrite
-from ovptq import smooth_quant
 from ovptq.state import Stage, State
 from ovptq.statistics.collect import collect_statistics, mean_items
 from ovptq.statistics.reductions import StatisticsPlan
 
 log = logging.getLogger("ovptq")
 
-DEFAULT_STAGES: tuple[Stage, ...] = (placer.STAGE, smooth_quant.STAGE, activations.STAGE, weights.STAGE,
-                                     fast.STAGE, full.STAGE, rewrite.STAGE)
-
-
-def run(state: State, stages: tuple[Stage, ...] = DEFAULT_STAGES) -> State:
+def run(state: State, stages: tuple[Stage, ...]) -> State:
     """Run the enabled `stages` in order; stop early when a stage sets the result (nothing to quantize)."""
     enabled = [stage for stage in stages if stage.enabled(state.options)]
     for position, stage in enumerate(enabled):

@@ -1,4 +1,4 @@
-"""`ovptq.quantize`: parse the options, then run the default pipeline (`ovptq.pipeline`) on a copy of the model."""
+"""`ovptq.quantize`: parse the options, then run the default list of stages on a copy of the model."""
 
 from __future__ import annotations
 
@@ -8,16 +8,31 @@ from pathlib import Path
 
 import openvino as ov
 
-from ovptq import pipeline
+from ovptq import pipeline, smooth_quant
+from ovptq.bias_correction import fast, full
 from ovptq.dataset import Dataset
 from ovptq.errors import ModelError, ParameterError, UnsupportedModelError
 from ovptq.graph.graph import Graph, unique_names
 from ovptq.parameters import AdvancedQuantizationParameters, ModelType, QuantizationPreset, TargetDevice
-from ovptq.rewrite import record
+from ovptq.placement import placer
+from ovptq.ranges import activations, weights
+from ovptq.rewrite import record, rewrite
 from ovptq.scope import IgnoredScope
-from ovptq.state import Options, State
+from ovptq.state import Options, Stage, State
 
 log = logging.getLogger("ovptq")
+
+# The default pipeline, in order. Before the first stage that reads statistics, one pass measures what every
+# enabled stage declares.
+DEFAULT_STAGES: tuple[Stage, ...] = (
+    placer.STAGE,         # graph -> placement plan (IgnoredScope, post-processing, transformer rules)
+    smooth_quant.STAGE,   # on with model_type="transformer": activation outliers into MatMul weights, as edits
+    activations.STAGE,    # FakeQuantize parameters of every activation quantizer
+    weights.STAGE,        # int8 weights and their per-channel scales
+    fast.STAGE,           # each bias moved by the exact mean error of its layer's int8 weights
+    full.STAGE,           # with fast_bias_correction=False: block passes of the int8-weight model
+    rewrite.STAGE,        # the one writer: every edit on a fresh clone of the model -> the INT8 model
+)
 
 
 def load_model(model: ov.Model | str | Path, core: ov.Core | None = None) -> ov.Model:
@@ -84,7 +99,7 @@ def quantize(model: ov.Model | str | Path, calibration_dataset: Dataset, *,
         raise ParameterError(f"calibration_dataset must be an ovptq.Dataset, not "
                              f"{type(calibration_dataset).__name__}; wrap the data: ovptq.Dataset(data, transform_fn).")
     core = ov.Core()
-    state = pipeline.run(start(load_model(model, core), calibration_dataset, options, core))
+    state = pipeline.run(start(load_model(model, core), calibration_dataset, options, core), DEFAULT_STAGES)
     if state.plan:
         log.info(record.summary(state, time.perf_counter() - started))
     return state.result

@@ -8,7 +8,7 @@ import pytest
 import ovptq
 from ovptq import pipeline
 from ovptq.placement import placer
-from ovptq.quantize import _parse_options, start
+from ovptq.quantize import DEFAULT_STAGES, _parse_options, start
 from ovptq.state import Stage
 from ovptq.statistics.reductions import MeanReduction, RangeReduction
 
@@ -22,7 +22,7 @@ def state_of(model, fast_bias_correction=True, model_type=None, statistics_path=
 
 def test_the_statistics_plan_is_the_union_of_the_stages_declarations_and_prints():
     state = state_of(builders.bias_correction_block(), fast_bias_correction=False)
-    plan = pipeline.statistics_plan(pipeline.DEFAULT_STAGES, state)
+    plan = pipeline.statistics_plan(DEFAULT_STAGES, state)
     taps = MeanReduction("input", 0, "taps", (3, 3), (2, 2), (1, 1), (1, 1), (1, 1))
     assert plan.declared_by[taps] == ("fast bias correction",)
     assert plan.declared_by[MeanReduction("fc/bias", 0, "last", per_sample=True)] == ("full bias correction",)
@@ -37,8 +37,8 @@ def test_the_statistics_plan_is_the_union_of_the_stages_declarations_and_prints(
 
 def test_a_statistics_file_measures_what_every_option_would_read():
     state = state_of(builders.pre_norm_block())
-    default = pipeline.statistics_plan(pipeline.DEFAULT_STAGES, state)
-    superset = pipeline.statistics_plan(pipeline.DEFAULT_STAGES, replace(state, options=state.options.everything_on()))
+    default = pipeline.statistics_plan(DEFAULT_STAGES, state)
+    superset = pipeline.statistics_plan(DEFAULT_STAGES, replace(state, options=state.options.everything_on()))
     extra = set(superset.reductions) - set(default.reductions)
     assert {r.producer for r in extra if isinstance(r, RangeReduction) and r.rows} >= {"ln/beta", "gelu"}  # SmoothQuant
     assert any(isinstance(r, MeanReduction) and r.per_sample for r in extra)                    # full correction
@@ -57,7 +57,7 @@ def test_one_statistics_pass_serves_every_stage_and_no_stage_changes_the_state_i
     extra = RangeReduction("relu1", 0, per_channel=True)
     seen = {}
     probe = Stage("probe", lambda state: seen.setdefault("state", state), reductions=lambda state: [extra])
-    stages = (*pipeline.DEFAULT_STAGES[1:-1], probe, pipeline.DEFAULT_STAGES[-1])  # placement ran in state_of
+    stages = (*DEFAULT_STAGES[1:-1], probe, DEFAULT_STAGES[-1])  # placement ran in state_of
     first = state_of(builders.bias_correction_block())
     final = pipeline.run(first, stages)
     assert len(passes) == 1 and extra in passes[0]
@@ -68,9 +68,9 @@ def test_one_statistics_pass_serves_every_stage_and_no_stage_changes_the_state_i
 
 def test_a_stage_turned_off_by_the_options_neither_runs_nor_declares():
     state = state_of(builders.bias_correction_block())
-    plan = pipeline.statistics_plan(pipeline.DEFAULT_STAGES, state)
+    plan = pipeline.statistics_plan(DEFAULT_STAGES, state)
     assert not any(r.per_sample for r in plan.reductions if isinstance(r, MeanReduction))  # no full correction
-    final = pipeline.run(state)
+    final = pipeline.run(state, DEFAULT_STAGES)
     assert all(record.method == "fast" for record in final.bias_correction.records)
 
 
