@@ -54,8 +54,7 @@ def apply(model: ov.Model, edits: ModelEdits) -> ov.Model:
     clone = model.clone()
     by_name = {op.get_friendly_name(): op for op in clone.get_ordered_ops()}
     for edit in edits.constants:
-        constant = ops.constant(edit.value, name=edit.name)
-        by_name[edit.node].input(edit.port).replace_source_output(constant.output(0))
+        by_name[edit.node].input(edit.port).replace_source_output(_shared_constant(edit.value, edit.name).output(0))
     for scaling in edits.scalings:
         factor = ops.constant(scaling.factor, name=scaling.factor_name)
         multiply = ops.multiply(by_name[scaling.producer].output(scaling.port), factor, name=scaling.name)
@@ -80,11 +79,19 @@ def _int8_weight(target: ov.Input, weight: QuantizedWeight, shared: dict[tuple, 
     if key not in shared:
         element_type = target.get_source_output().get_element_type()
         name = f"{quantizer.node}/fq_weights_{quantizer.port}"
-        int8 = ops.constant(weight.integers, name=f"{name}/int8")
+        int8 = _shared_constant(weight.integers, f"{name}/int8")
         convert = ops.convert(int8, element_type, name=f"{name}/convert")
         scale = ops.constant(weight.scale.astype(numpy_dtype(element_type)), name=f"{name}/scale")
         shared[key] = ops.multiply(convert, scale, name=name).output(0)
     target.replace_source_output(shared[key])
+
+
+def _shared_constant(value: np.ndarray, name: str) -> ov.Node:
+    """A Constant that holds `value`'s own buffer (the edits are immutable): several models built from the same
+    edits, as full bias correction's probe and the INT8 model, hold one copy of the large weights."""
+    constant = ov.op.Constant(np.ascontiguousarray(value), shared_memory=True)
+    constant.set_friendly_name(name)
+    return constant
 
 
 def _fake_quantize(by_name: dict[str, ov.Node], quantizer: ActivationQuantizer, params: FQParams) -> None:
