@@ -5,7 +5,8 @@
 
 import sys
 
-from ovptq.runtime.bench import Measurement, benchmark_app_command, compare, cpu_description, format_report, main, run_once
+from ovptq.runtime.bench import (Measurement, benchmark_app_command, compare, cpu_description, format_report, main,
+                                 run_once)
 
 __all__ = ["Measurement", "benchmark_app_command", "compare", "cpu_description", "format_report", "main", "run_once"]
 

@@ -59,7 +59,8 @@ def test_quantize_a_npy_file_and_a_module_function(tmp_path, fp32_ir):
                          "--no-bias-correction", "--preset", "mixed")
     assert done.returncode == 0, done.stderr
     (tmp_path / "calibration.py").write_text(
-        "import numpy as np\n\ndef samples():\n    return (np.ones((1, 3, 16, 16), np.float32) * i for i in range(4))\n")
+        "import numpy as np\n\n"
+        "def samples():\n    return (np.ones((1, 3, 16, 16), np.float32) * i for i in range(4))\n")
     done = ovptq_command("quantize", fp32_ir, "--data", "calibration:samples", "-o", tmp_path / "b.xml",
                          cwd=tmp_path)
     assert done.returncode == 0, done.stderr

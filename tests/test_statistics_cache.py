@@ -1,7 +1,6 @@
 """The statistics file: written once, reused without inference by runs with other options, refused on mismatch."""
 
 import builders
-import numpy as np
 import openvino as ov
 import pytest
 

@@ -41,6 +41,7 @@ def test_dynamic_shapes_and_integer_inputs_quantize_and_run_int8(model_type):
 def test_heads_merge_transpose_runs_float_and_the_output_dense_int8():
     int8 = ovptq.quantize(builders.attention_block(), ovptq.Dataset(items()))
     report = ovptq.inspect(int8)
-    merge = next(layer for layer in report.layers if layer.layer_type == "Transpose" and "merge" in layer.original_names)
+    merge = next(layer for layer in report.layers
+                 if layer.layer_type == "Transpose" and "merge" in layer.original_names)
     assert not merge.is_int8          # the CPU's u8 Transpose of a MatMul output is slow: quantized after it instead
     assert next(layer for layer in report.linear if "out/bias" in layer.original_names).is_int8

@@ -1,10 +1,11 @@
 """A statistics file: the results of one statistics pass, reused by later quantizations of the same model and data.
 
-The file (.npz) holds the value of every reduction of the statistics plan, keyed by the reduction, with the fingerprints of the model (SHA-256
-of its serialized IR) and of the data (SHA-256 of every calibration item used, after transform_fn), the subset
-size and the number of samples. A later run with other options (preset, ignored scope, range estimator, bias
-correction mode) takes what it needs from it without an inference pass, and is refused, with what to do, when the
-model, the data or the subset size differ or when a statistic it needs was not collected.
+The file (.npz) holds the value of every reduction of the statistics plan, keyed by the reduction, with the
+fingerprints of the model (SHA-256 of its serialized IR) and of the data (SHA-256 of every calibration item used,
+after transform_fn), the subset size and the number of samples. A later run with other options (preset, ignored
+scope, range estimator, bias correction mode) takes what it needs from it without an inference pass, and is
+refused, with what to do, when the model, the data or the subset size differ or when a statistic it needs was not
+collected.
 """
 
 from __future__ import annotations
