@@ -1,4 +1,5 @@
-"""What the OpenVINO CPU plugin runs in INT8, as one table read by the placement stage.
+"""What the OpenVINO CPU plugin runs in INT8, as one table: placement reads the roles and ports, and every stage
+that handles weights (graph, SmoothQuant, bias correction, the report) reads the weight layouts.
 
 Roles:
   WEIGHTED      takes quantized activations and int8 per-output-channel symmetric weights (Conv, MatMul, ...);
@@ -27,19 +28,22 @@ class Role(enum.Enum):
 @dataclass(frozen=True)
 class WeightLayout:
     """Where a weighted op keeps its output channels: axes `weight_axes` of its weight (None: a MatMul's, by its
-    transpose attributes) and axis `output_axis` of its output. `grouped`: the weight's first axis indexes groups."""
+    transpose attributes) and axis `output_axis` of its output. `input_mean`: the mean of its input from which
+    sum(W * mean) is the mean of each output channel ("taps": per kernel tap, zero padding included; "channel": per
+    input channel, for a transposed convolution without padding; "last": per input feature), None when there is
+    none."""
 
     name: str
     weight_axes: tuple[int, ...] | None
     output_axis: int
-    grouped: bool = False
+    input_mean: str | None
 
 
-CONV = WeightLayout("conv", (0,), 1)                           # [O, I, k...]
-GROUP_CONV = WeightLayout("group_conv", (0, 1), 1, True)       # [G, O, I, k...]
-DECONV = WeightLayout("deconv", (1,), 1)                       # [I, O, k...]
-GROUP_DECONV = WeightLayout("group_deconv", (0, 2), 1, True)   # [G, I, O, k...]
-MATMUL = WeightLayout("matmul", None, -1)                      # [..., K, N], or [..., N, K] with transpose_b
+CONV = WeightLayout("conv", (0,), 1, "taps")                   # [O, I, k...]
+GROUP_CONV = WeightLayout("group_conv", (0, 1), 1, "taps")     # [G, O, I, k...]
+DECONV = WeightLayout("deconv", (1,), 1, "channel")            # [I, O, k...]
+GROUP_DECONV = WeightLayout("group_deconv", (0, 2), 1, None)   # [G, I, O, k...]
+MATMUL = WeightLayout("matmul", None, -1, "last")              # [..., K, N], or [..., N, K] with transpose_b
 
 
 @dataclass(frozen=True)

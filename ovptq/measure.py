@@ -17,6 +17,7 @@ import openvino as ov
 import openvino.opset13 as ops
 
 from ovptq.dataset import Dataset, ModelInput, bind_requests
+from ovptq.errors import StatisticsError
 from ovptq.progress import progress
 
 
@@ -48,7 +49,11 @@ def bind(dataset: Dataset, model: ov.Model, samples: int) -> list[dict]:
 
 def run(core: ov.Core, model: ov.Model, feeds: list[dict]) -> list[list[np.ndarray]]:
     """Per output of `model`, its values on every feed (f32 inference on CPU)."""
-    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    try:
+        compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    except RuntimeError as error:
+        raise StatisticsError(f"The CPU plugin could not compile the measuring model '{model.get_friendly_name()}': "
+                              f"{error}") from error
     infer_request = compiled.create_infer_request()
     outputs: list[list[np.ndarray]] = [[] for _ in compiled.outputs]
     for feed in feeds:
@@ -95,8 +100,8 @@ def outputs_of(model: ov.Model, names: list[str]) -> ov.Model:
     """A copy of `model` whose outputs are output 0 of each op of `names`, in that order."""
     clone = model.clone()
     by_name = _by_name(clone)
-    return ov.Model([ops.result(by_name[name].output(0)) for name in names], clone.get_parameters(),
-                    "ovptq_layer_outputs")
+    return ov.Model([ops.result(by_name[name].output(0)) for name in names], clone.get_sinks(),
+                    clone.get_parameters(), "ovptq_layer_outputs")
 
 
 def shadow_model(fp32_model: ov.Model, int8_model: ov.Model, names: list[str]) -> ov.Model:
@@ -121,7 +126,8 @@ def shadow_model(fp32_model: ov.Model, int8_model: ov.Model, names: list[str]) -
             shadow.input(port).replace_source_output(value)
         originals.append(original.output(0))
         shadows.append(shadow.output(0))
-    return ov.Model([ops.result(o) for o in originals + shadows], reference.get_parameters(), "ovptq_shadow")
+    return ov.Model([ops.result(o) for o in originals + shadows], reference.get_sinks(), reference.get_parameters(),
+                    "ovptq_shadow")
 
 
 def output_gains(core: ov.Core, fp32_model: ov.Model, int8_model: ov.Model, names: list[str], keep_weights: set[str],

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from pathlib import Path
+from types import MappingProxyType
 
 from ovptq.dataset import Dataset
 from ovptq.state import Stage, State
@@ -19,14 +20,16 @@ from ovptq.statistics.reductions import StatisticsPlan
 
 log = logging.getLogger("ovptq")
 
+
 def run(state: State, stages: tuple[Stage, ...]) -> State:
-    """Run the enabled `stages` in order; stop early when a stage sets the result (nothing to quantize)."""
+    """Run the enabled `stages` in order; stop early when a stage says the work is done (nothing to quantize)."""
+    state = replace(state, stages=tuple(stages))
     enabled = [stage for stage in stages if stage.enabled(state.options)]
     for position, stage in enumerate(enabled):
         if stage.reads_statistics and state.statistics is None:
-            state = measure(state, enabled[position:], stages)
+            state = statistics_pass(state, enabled[position:], stages)
         state = stage.run(state)
-        if state.result is not None:
+        if state.finished:
             break
     return state
 
@@ -37,7 +40,7 @@ def statistics_plan(stages: list[Stage] | tuple[Stage, ...], state: State) -> St
                                  if stage.enabled(state.options)])
 
 
-def measure(state: State, enabled: list[Stage], every: tuple[Stage, ...]) -> State:
+def statistics_pass(state: State, enabled: list[Stage], every: tuple[Stage, ...]) -> State:
     """The state with the statistics of what `enabled` declares, from one pass or from the statistics file (which
     holds what `every` stage would declare with every option on)."""
     plan = statistics_plan(enabled, state)
@@ -51,7 +54,7 @@ def measure(state: State, enabled: list[Stage], every: tuple[Stage, ...]) -> Sta
     else:
         superset = statistics_plan(every, replace(state, options=options.everything_on()))
         statistics, samples = _from_file(state, dataset, plan, superset)
-    return replace(state, statistics=statistics, samples=samples, replay=replay)
+    return replace(state, statistics=MappingProxyType(statistics), samples=samples, replay=replay)
 
 
 def _recorded(state: State, stages: list[Stage]) -> tuple[Dataset, Dataset | None]:
@@ -61,8 +64,8 @@ def _recorded(state: State, stages: list[Stage]) -> tuple[Dataset, Dataset | Non
     count = max(wanted.values(), default=0)
     if not count or state.dataset.reiterable():
         return state.dataset, None
-    log.info("%s reads the first %d items again: keeping them in memory.",
-             " and ".join(name for name, n in wanted.items() if n), count)
+    names = " and ".join(name for name, n in wanted.items() if n)
+    log.info("%s reads its %d items again: keeping them in memory.", names[:1].upper() + names[1:], count)
     recording, kept = state.dataset.recording(count)
     return recording, state.dataset.replay(kept)
 

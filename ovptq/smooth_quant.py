@@ -17,9 +17,11 @@ The stage writes nothing: it returns the new constants and Multiplys as edits, a
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 
 import numpy as np
 
@@ -83,7 +85,7 @@ def smoothing_groups(graph: Graph, plan: QuantizationPlan) -> list[SmoothGroup]:
 
 def _attention_output(graph: Graph, node: str) -> bool:
     """Whether `node` is, up to shape-only ops, a MatMul of two activations (Softmax x V with its heads merged):
-    smoothing such tensors cost accuracy (all-MiniLM-L6-v2)."""
+    smoothing such tensors cost accuracy (benchmarks/README.md)."""
     while graph.type(node) in SHAPE_OPS:
         node = graph.producer(node, 0).node
     return graph.type(node) == "MatMul" and find_weight(graph, node) is None
@@ -152,8 +154,10 @@ def smooth(graph: Graph, plan: QuantizationPlan, groups: list[SmoothGroup], stat
                                     f"{name}/inverse"))
         where[group.quantizer] = folded or "Multiply"
         input_factors.update({layer: s for layer in group.layers})
-        output_factors[where[group.quantizer]] = s
-    return Smoothing(constants, tuple(scalings), overrides, input_factors, output_factors, where)
+        if folded:
+            output_factors[folded] = s
+    return Smoothing(*(MappingProxyType(m) for m in (constants,)), tuple(scalings),
+                     *(MappingProxyType(m) for m in (overrides, input_factors, output_factors, where)))
 
 
 def _along(vector: np.ndarray, axis: int) -> np.ndarray:
@@ -221,6 +225,7 @@ def _replace(constants: dict, node: str, port: int, value: np.ndarray) -> None:
 
 
 def _groups(state: State) -> list[SmoothGroup]:
+    """The tensors to smooth; none with quantile ranges, which cannot be derived for x / s."""
     if state.options.advanced.activations_range_estimator is RangeEstimator.MEAN_QUANTILE:
         return []
     return smoothing_groups(state.graph, state.plan)
@@ -228,11 +233,10 @@ def _groups(state: State) -> list[SmoothGroup]:
 
 def _run(state: State) -> State:
     advanced = state.options.advanced
+    groups = _groups(state)
     if advanced.activations_range_estimator is RangeEstimator.MEAN_QUANTILE:
         log.warning("SmoothQuant skipped: the quantile range estimator cannot be derived for the smoothed tensors; "
                     "use minmax or mean_minmax to combine them.")
-        return state
-    groups = _groups(state)
     if not groups:
         return state
     smoothing = smooth(state.graph, state.plan, groups, state.statistics, advanced.smooth_quant_alphas.matmul,
@@ -242,5 +246,10 @@ def _run(state: State) -> State:
     return replace(state, smoothing=smoothing)
 
 
+def _record(state: State) -> dict[str, str]:
+    """quantizer -> the op that took 1/s, or "Multiply"."""
+    return {"smooth_quant": json.dumps(dict(state.smoothing.where) if state.smoothing is not None else {})}
+
+
 STAGE = Stage("SmoothQuant", _run, reductions=lambda state: [g.reduction() for g in _groups(state)],
-              enabled=lambda options: options.smooth_quant)
+              enabled=lambda options: options.smooth_quant, record=_record)

@@ -20,7 +20,7 @@ from ovptq.parameters import AdvancedQuantizationParameters, ModelType, Quantiza
 from ovptq.placement.plan import QuantizationPlan
 
 if TYPE_CHECKING:
-    from ovptq.bias_correction.fast import BiasCorrection
+    from ovptq.bias_correction.correct import BiasCorrection
     from ovptq.dataset import Dataset
     from ovptq.graph.graph import Graph
     from ovptq.ranges.formulas import FQParams
@@ -64,7 +64,7 @@ class Options:
 
 @dataclass(frozen=True)
 class State:
-    """The pipeline's state. Fields after `dataset` are filled in by the stages, in pipeline order."""
+    """The pipeline's state: what `quantize.start` sets up, then what each stage adds, in pipeline order."""
 
     options: Options
     core: ov.Core
@@ -73,7 +73,7 @@ class State:
     graph: Graph                    # of `model`
     dataset: Dataset                # the calibration data
     renamed: Mapping[str, str] = field(default_factory=dict)  # de-duplicated op name -> the caller's name
-    ignored: Mapping[str, str] = field(default_factory=dict)  # node -> why it stays float (IgnoredScope, ...)
+    stages: tuple[Stage, ...] = ()               # the pipeline being run
     plan: QuantizationPlan = QuantizationPlan()
     statistics: Mapping | None = None            # reduction -> its value, from the one statistics pass
     samples: int = 0                             # calibration samples the statistics pass saw
@@ -83,6 +83,7 @@ class State:
     weights: Mapping[str, QuantizedWeight] = field(default_factory=dict)     # weighted op -> its int8 weight
     bias_correction: BiasCorrection | None = None
     result: ov.Model | None = None               # the INT8 model (or, with nothing to quantize, a copy)
+    finished: bool = False                       # nothing more to do: the pipeline stops
 
     def range_statistics(self) -> Mapping:
         """The statistics as the quantizers see them: those of x / s where SmoothQuant rescaled a tensor x."""
@@ -102,6 +103,10 @@ def _no_rereads(state: State) -> int:
     return 0
 
 
+def _no_record(state: State) -> dict[str, str]:
+    return {}
+
+
 @dataclass(frozen=True)
 class Stage:
     """One step of the pipeline.
@@ -109,7 +114,8 @@ class Stage:
     `run(state)` returns the state with the stage's results. `reductions(state)` lists the statistics it reads,
     given the plan; the statistics pass measures the union of every enabled stage's list, once, before the first
     stage that reads any. `enabled(options)` says whether the options turn the stage on. `rereads(state)` is the
-    number of first calibration items it reads again (kept in memory when the dataset is one-shot).
+    number of first calibration items it reads again (kept in memory when the dataset is one-shot). `record(state)`
+    is what the INT8 model's rt_info keeps of the stage's results, under ovptq/<key> (also when it did not run).
     """
 
     name: str
@@ -117,6 +123,7 @@ class Stage:
     reductions: Callable[[State], list] = _no_reductions
     enabled: Callable[[Options], bool] = _always
     rereads: Callable[[State], int] = _no_rereads
+    record: Callable[[State], dict[str, str]] = _no_record
 
     @property
     def reads_statistics(self) -> bool:

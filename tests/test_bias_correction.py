@@ -182,10 +182,22 @@ def test_one_pass_corrects_only_the_heads_and_keeps_fast_below_them(monkeypatch)
                                     " (full correction not applied: a layer upstream in its pass was corrected)"}
 
 
-def test_full_correction_counts_samples_not_infer_requests():
-    model = builders.conv_relu()
-    model.reshape([2, 3, 16, 16])  # a static batch of 2: each item is one infer request of two samples
-    data = [np.concatenate(builders.images(2, seed=seed)) for seed in range(4)]
+def dynamic_batch_linear():
+    """x [?, 4, 16] -> linear -> relu -> linear: MatMuls with a dynamic batch."""
+    x = ops.parameter(ov.PartialShape([-1, 4, 16]), np.float32, name="input")
+    hidden = ops.relu(builders.linear(x, 16, "fc1"), name="relu")
+    return builders.model(builders.linear(hidden, 8, "fc2", seed=1), x)
+
+
+@pytest.mark.parametrize("batch", ["static", "dynamic"])
+def test_full_correction_counts_samples_not_infer_requests(batch):
+    if batch == "static":
+        model = builders.conv_relu()
+        model.reshape([2, 3, 16, 16])  # a static batch of 2: each item is one infer request of two samples
+        data = [np.concatenate(builders.images(2, seed=seed)) for seed in range(4)]
+    else:
+        model = dynamic_batch_linear()
+        data = [np.concatenate(builders.images(2, shape=(1, 4, 16), seed=seed)) for seed in range(4)]
     q = ovptq.quantize(model, ovptq.Dataset(data), fast_bias_correction=False)
     assert {r["method"] for r in corrections(q).values()} == {"full"}
 

@@ -80,3 +80,40 @@ def test_the_plan_is_immutable():
         plan.activations.append(None)
     with pytest.raises(TypeError):
         plan.ignored["conv1"] = "no"
+
+
+def test_smooth_quant_leaves_the_measured_statistics_as_they_were():
+    from ovptq.ranges.activations import quantizer_reductions
+    from ovptq.statistics.collect import collect_statistics
+    model = builders.pre_norm_block()
+    samples = builders.outlier_sequences(8)
+    options = _parse_options(None, "ANY", 300, True, "transformer", None, None, None)
+    final = pipeline.run(start(model, ovptq.Dataset(samples), options), DEFAULT_STAGES)
+    residual = quantizer_reductions(final.plan, None, 0.0, final.graph)["residual/fq_output_0"]
+    fresh, _ = collect_statistics(final.model, [residual], ovptq.Dataset(samples), 300)
+    assert final.smoothing.where["residual/fq_output_0"] == "Multiply"
+    assert final.statistics[residual].mean_absmax == fresh[residual].mean_absmax     # x, as measured
+    assert final.range_statistics()[residual].mean_absmax < fresh[residual].mean_absmax / 2  # x / s
+    with pytest.raises(TypeError):
+        final.statistics[residual] = None
+    with pytest.raises(AttributeError):
+        final.statistics[residual].global_max = 0
+    smoothed = final.weights["proj1"]  # reads x / s: its int8 weight is of s W, from SmoothQuant's constant
+    assert smoothed.source == ("proj1/smooth_quant/input_1", 0)
+    rescaled = final.smoothing.constants[("proj1", 1)].value
+    assert abs(smoothed.dequantized() - rescaled).max() <= smoothed.scale.max() / 2 + 1e-6
+
+
+def test_the_record_holds_the_options_and_what_each_stage_did():
+    import json
+    from ovptq.rewrite import record
+    final = pipeline.run(state_of(builders.bias_correction_block()), DEFAULT_STAGES)
+    values = record.rt_info(final)
+    assert {key for key in values if not key.startswith("quantization/advanced_parameters/")} == {
+        "version", "quantization/preset", "quantization/target_device", "quantization/subset_size",
+        "quantization/samples_used", "quantization/fast_bias_correction", "quantization/model_type",
+        "quantization/activation_quantizers", "quantization/weight_quantizers", "transformer_rules",
+        "smooth_quant", "bias_correction"}
+    assert values["quantization/samples_used"] == 6 and values["smooth_quant"] == "{}"
+    assert [c["layer"] for c in json.loads(values["bias_correction"])] == ["conv", "depthwise", "fc"]
+    assert final.result.get_rt_info(["ovptq", "bias_correction"]).astype(str) == values["bias_correction"]

@@ -1,5 +1,6 @@
 """The public API end to end: quantize, options, errors, and the INT8 proof on the CPU plugin."""
 
+import json
 import logging
 
 import builders
@@ -108,7 +109,7 @@ def test_transform_fn_is_applied():
 def test_enums_accept_their_string_values_and_each_option_takes_effect():
     advanced = ovptq.AdvancedQuantizationParameters(overflow_fix="disable", activations_range_estimator="minmax")
     data = builders.images(8, low=-0.25, high=1.0)
-    q = ovptq.quantize(builders.conv_relu(), ovptq.Dataset(data), preset="MIXED", target_device="cpu",
+    q = ovptq.quantize(builders.residual_block(), ovptq.Dataset(data), preset="MIXED", target_device="cpu",
                        model_type="transformer", advanced_parameters=advanced)
     recorded = {key: q.get_rt_info(["ovptq", "quantization", *key.split("/")]).astype(str) for key in (
         "preset", "target_device", "model_type", "advanced_parameters/overflow_fix",
@@ -118,6 +119,9 @@ def test_enums_accept_their_string_values_and_each_option_takes_effect():
                         "advanced_parameters/activations_range_estimator": "minmax"}
     ops_by_name = {op.get_friendly_name(): op for op in q.get_ordered_ops()}
     assert np.abs(ops_by_name["conv1/fq_weights_1/int8"].get_data()).max() == 127  # no 7-bit first layer
+    float_rules = json.loads(q.get_rt_info(["ovptq", "transformer_rules"]).astype(str))
+    assert float_rules["add"] == "model_type=transformer keeps Add float"          # the residual Add: float inputs
+    assert all(ops_by_name["add"].input_value(port).get_node().get_type_name() != "FakeQuantize" for port in (0, 1))
     fq = ops_by_name["conv1"].input_value(0).get_node()
     low, high = (float(fq.input_value(port).get_node().get_data()) for port in (1, 2))
     data = np.stack(data)

@@ -173,9 +173,9 @@ def test_means_on_the_first_items_only(monkeypatch, concurrent_bytes, means_shar
     monkeypatch.setattr(collect, "MEANS_SHARE", means_share)
     monkeypatch.setattr(collect, "CONCURRENT_COMPILE_BYTES", concurrent_bytes)
     compiled = []
-    compile_model = collect._compile
-    monkeypatch.setattr(collect, "_compile", lambda core, m, config: compiled.append(len(m.model.outputs)) or
-                        compile_model(core, m, config))
+    compile_model = collect.compile_statistics_model
+    monkeypatch.setattr(collect, "compile_statistics_model", lambda core, m, config:
+                        compiled.append(len(m.model.outputs)) or compile_model(core, m, config))
     model = builders.dynamic_batch()
     samples = builders.images(6, shape=(1, 3, 8, 8))
     mean = MeanReduction("input", 0, "channel")
@@ -212,7 +212,7 @@ def test_per_channel_rows_along_the_last_axis():
 
 
 def test_one_inference_stream_for_a_model_with_large_activations():
-    from ovptq.statistics.collect import ONE_STREAM_ACTIVATION_BYTES, activation_bytes, compile_config
+    from ovptq.statistics.compile import ONE_STREAM_ACTIVATION_BYTES, activation_bytes, compile_config
 
     def relu_model(shape, weight_bytes=0):
         x = ops.parameter(shape, np.float32, name="input")

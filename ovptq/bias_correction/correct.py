@@ -1,4 +1,5 @@
-"""Bias correction: make the mean of every quantized layer's output channels match FP32.
+"""Bias correction: make the mean of every quantized layer's output channels match FP32. The math of both
+corrections and the records they share (`Correction` per layer, `BiasCorrection` for the pipeline state).
 
 Fast (default). For a linear layer y = W (*) x + b and its int8 weights W_q, the error of the output mean is exactly
     shift[o] = E[(W - W_q) (*) x][o] = sum over (c, tap) of (W - W_q)[o, c, tap] * taps[c, tap]
@@ -29,13 +30,16 @@ biases are handled like any other. A layer without a bias gets one when some cha
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+from types import MappingProxyType
 
 import numpy as np
 
 from ovptq.bias_correction.layers import Layer
 from ovptq.graph.graph import Graph
 from ovptq.hardware import DECONV, GROUP_CONV, MATMUL
+from ovptq.rewrite.edits import BiasValue
 
 FAST_THRESHOLD = 0.25
 FULL_THRESHOLD = 0.25
@@ -120,3 +124,34 @@ def output_magnitude(weight: np.ndarray, channel_axes: tuple[int, ...], input_ma
     x the input's mean per-sample max |x|, the largest |y - b| the channel reaches on typical inputs."""
     reduce_axes = tuple(a for a in range(weight.ndim) if a not in channel_axes)
     return np.abs(weight).sum(axis=reduce_axes, dtype=np.float64).reshape(-1) * input_magnitude
+
+
+@dataclass(frozen=True)
+class BiasCorrection:
+    """Where bias correction stands: each layer's bias (float64, per output channel), which layers' biases it
+    changed, what it did to each, and each layer's output magnitude (the acceptance rule's measure)."""
+
+    layers: tuple[Layer, ...]
+    values: Mapping[str, np.ndarray]
+    changed: frozenset[str]
+    records: tuple[Correction, ...]
+    magnitudes: Mapping[str, np.ndarray]
+
+    def __post_init__(self):
+        object.__setattr__(self, "values", MappingProxyType(dict(self.values)))
+        object.__setattr__(self, "magnitudes", MappingProxyType(dict(self.magnitudes)))
+
+    def edits(self) -> list[BiasValue]:
+        """The new bias of every layer a correction changed, for the rewrite."""
+        return [BiasValue(layer.node, self.values[layer.node], layer.channel_axis, layer.bias, layer.bias_port,
+                          layer.bias_sign) for layer in self.layers if layer.node in self.changed]
+
+    def with_shifts(self, shifts: Mapping[str, np.ndarray]) -> "BiasCorrection":
+        """bias += shift per layer; a layer whose shift is all zero keeps its bias as it is."""
+        moved = {node: shift for node, shift in shifts.items() if np.any(shift)}
+        values = {node: value + moved[node] if node in moved else value for node, value in self.values.items()}
+        return replace(self, values=values, changed=self.changed | set(moved))
+
+    def has_bias(self, layer: Layer) -> bool:
+        """The layer has a bias op in the model: its own, or the Add a correction gives it."""
+        return layer.bias is not None or layer.node in self.changed

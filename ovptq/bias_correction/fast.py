@@ -3,51 +3,25 @@ from the statistics pass alone."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 
-from ovptq.bias_correction.correct import FAST_THRESHOLD, Correction, accept, output_magnitude, weight_error_shift
+from ovptq.bias_correction.correct import (FAST_THRESHOLD, BiasCorrection, accept, output_magnitude,
+                                           weight_error_shift)
 from ovptq.bias_correction.layers import Layer, bias_value, find_layers
 from ovptq.graph.graph import Graph
 from ovptq.graph.values import is_non_negative
 from ovptq.placement.plan import QuantizationPlan
 from ovptq.ranges.activations import quantizer_reductions
 from ovptq.ranges.weights import QuantizedWeight, float_weight
-from ovptq.rewrite.edits import BiasValue
 from ovptq.state import Stage, State
 from ovptq.statistics.reductions import RangeReduction
 
 log = logging.getLogger("ovptq")
-
-
-@dataclass(frozen=True)
-class BiasCorrection:
-    """Where bias correction stands: each layer's bias (float64, per output channel), which layers' biases it
-    changed, what it did to each, and each layer's output magnitude (the acceptance rule's scale)."""
-
-    layers: tuple[Layer, ...]
-    values: Mapping[str, np.ndarray]
-    changed: frozenset[str]
-    records: tuple[Correction, ...]
-    magnitudes: Mapping[str, np.ndarray]
-
-    def edits(self) -> list[BiasValue]:
-        """The new bias of every layer a correction changed, for the rewrite."""
-        return [BiasValue(layer.node, self.values[layer.node], layer.channel_axis, layer.bias, layer.bias_port,
-                          layer.bias_sign) for layer in self.layers if layer.node in self.changed]
-
-    def with_shifts(self, shifts: Mapping[str, np.ndarray]) -> "BiasCorrection":
-        """bias += shift per layer; a layer whose shift is all zero keeps its bias as it is."""
-        moved = {node: shift for node, shift in shifts.items() if np.any(shift)}
-        values = {node: value + moved[node] if node in moved else value for node, value in self.values.items()}
-        return replace(self, values=values, changed=self.changed | set(moved))
-
-    def has_bias(self, layer: Layer) -> bool:
-        """The layer has a bias op in the model: its own, or the Add a correction gives it."""
-        return layer.bias is not None or layer.node in self.changed
 
 
 def input_range_reduction(graph: Graph, layer: Layer, quantizers: Mapping[str, RangeReduction],
@@ -130,4 +104,11 @@ def _run(state: State) -> State:
     return replace(state, bias_correction=correction)
 
 
-STAGE = Stage("fast bias correction", _run, reductions=_reductions, enabled=lambda options: options.bias_correction)
+def _record(state: State) -> dict[str, str]:
+    """What each correction (fast, then full when it ran) did to each layer."""
+    records = state.bias_correction.records if state.bias_correction is not None else ()
+    return {"bias_correction": json.dumps([record.as_dict() for record in records])}
+
+
+STAGE = Stage("fast bias correction", _run, reductions=_reductions, enabled=lambda options: options.bias_correction,
+              record=_record)

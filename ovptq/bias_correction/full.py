@@ -10,16 +10,15 @@ import networkx as nx
 import numpy as np
 import openvino as ov
 
-from ovptq.bias_correction.correct import FULL_THRESHOLD, Correction, accept
-from ovptq.bias_correction.fast import BiasCorrection
+from ovptq.bias_correction.correct import FULL_THRESHOLD, BiasCorrection, Correction, accept
 from ovptq.bias_correction.layers import Layer, find_layers
 from ovptq.bias_correction.probe import BiasProbe
 from ovptq.dataset import Dataset, batch_size_of
 from ovptq.errors import StatisticsError
 from ovptq.graph.graph import Graph
 from ovptq.progress import progress
-from ovptq.ranges.weights import QuantizedWeight
 from ovptq.rewrite import rewrite
+from ovptq.rewrite.edits import ConstantInput
 from ovptq.state import Stage, State
 from ovptq.statistics.collect import mean_items
 
@@ -28,15 +27,16 @@ log = logging.getLogger("ovptq")
 FULL_PASSES = 4  # passes of the quantized model; each corrects the heads of one block of topological stages
 
 
-def full_correction(fp32_model: ov.Model, graph: Graph, start: BiasCorrection, weights: Mapping[str, QuantizedWeight],
-                    statistics: Mapping, dataset: Dataset, subset_size: int, threshold: float | None = None,
+def full_correction(int8_weights_model: ov.Model, graph: Graph, start: BiasCorrection, statistics: Mapping,
+                    dataset: Dataset, items: int, threshold: float | None = None,
                     inference_requests: int | None = None, show_progress: bool | None = None,
                     core: ov.Core | None = None, passes: int = FULL_PASSES,
                     output_factors: Mapping[str, np.ndarray] | None = None) -> BiasCorrection:
     """Move biases by (FP32 mean - quantized mean) of the layer output, block by block in topological order.
 
-    The FP32 means are the per-sample output means the statistics pass measured on the first `subset_size` items;
-    the quantized means come from the same items through `fp32_model` with the int8 weights of `weights`. The
+    The FP32 means are the per-sample output means the statistics pass measured on the first `items` items; the
+    quantized means come from the same items through `int8_weights_model`, the FP32 model with its weights
+    replaced by their dequantized int8 values (so the weight error propagates without int8 kernels). The
     stages are cut into `passes` blocks; a pass measures one block with every block before it already corrected
     (Gauss-Seidel), everything after the block pruned. In a block, the heads (layers with no other layer of the
     block upstream) take the measured shift, which also compensates what the blocks before left in their input;
@@ -50,14 +50,14 @@ def full_correction(fp32_model: ov.Model, graph: Graph, start: BiasCorrection, w
     output_factors = output_factors or {}
     fp32_means = {layer.node: statistics[layer.output_reduction()] / output_factors.get(layer.node, 1.0)
                   for layer in layers}
-    probe = BiasProbe(fp32_model, layers, core, weights)
-    items = probe.bind(dataset, subset_size)
+    probe = BiasProbe(int8_weights_model, layers, core)
+    feeds = probe.bind(dataset, items)
     samples = len(next(iter(fp32_means.values())))
-    fed = sum(batch_size_of(item) for item in items)
+    fed = sum(batch_size_of(feed) for feed in feeds)
     if fed != samples:
-        raise StatisticsError(f"The dataset gave {fed} samples on its second reading of its first {subset_size} "
-                              f"items, {samples} on the first: the full bias correction needs a dataset that "
-                              "yields the same items each time it is iterated.")
+        raise StatisticsError(f"The dataset gave {fed} samples on its second reading of its first {items} items, "
+                              f"{samples} on the first: the full bias correction needs a dataset that yields the "
+                              "same items each time it is iterated.")
     totals = {layer.node: np.zeros(layer.output_channels) for layer in layers}
     records: dict[str, Correction] = {}
     had_bias = {layer.node for layer in layers if start.has_bias(layer)}
@@ -68,7 +68,7 @@ def full_correction(fp32_model: ov.Model, graph: Graph, start: BiasCorrection, w
         in_block = {layer.node for layer in block}
         heads = [layer for layer in block if not in_block & nx.ancestors(graph.nx, layer.node)]
         measured = [layer for layer in heads if _positions(graph, layer) > 1]
-        means = probe.means(items, values, measured, inference_requests) if measured else {}
+        means = probe.means(feeds, values, measured, inference_requests) if measured else {}
         for layer in block:
             if layer.node not in means:
                 records[layer.node] = _kept_fast(fast_records, layer, _positions(graph, layer) == 1, samples)
@@ -135,13 +135,23 @@ def _rereads(state: State) -> int:
     return mean_items(state.options.subset_size) if find_layers(state.graph, state.plan) else 0
 
 
+def int8_weights_model(state: State) -> ov.Model:
+    """The FP32 model with SmoothQuant's edits and every planned weight replaced by its dequantized int8 values, as
+    plain f32 constants. (In their Constant(i8) -> Convert -> Multiply form, without activation FakeQuantize, the
+    CPU plugin computed wrong values, differently on each compile.)"""
+    edits = rewrite.ModelEdits.of_smoothing(state.smoothing)
+    dequantized = tuple(ConstantInput(node, weight.quantizer.port, weight.dequantized(),
+                                      f"{node}/dequantized_{weight.quantizer.port}")
+                        for node, weight in state.weights.items())
+    return rewrite.apply(state.model, replace(edits, constants=edits.constants + dequantized))
+
+
 def _run(state: State) -> State:
     if state.bias_correction is None:
         return state
     options, smoothing = state.options, state.smoothing
-    fp32_model = rewrite.apply(state.model, rewrite.ModelEdits.of_smoothing(smoothing))
     correction = full_correction(
-        fp32_model, state.graph, state.bias_correction, state.weights, state.statistics,
+        int8_weights_model(state), state.graph, state.bias_correction, state.statistics,
         state.replay or state.dataset, mean_items(options.subset_size), options.advanced.bias_correction_threshold,
         options.advanced.inference_requests, options.advanced.show_progress, state.core, FULL_PASSES,
         smoothing.output_factors if smoothing else None)

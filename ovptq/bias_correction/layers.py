@@ -32,11 +32,9 @@ class Layer:
     bias_sign: float = 1.0          # -1 for Subtract
 
     def input_reduction(self, graph: Graph) -> MeanReduction:
-        """What the layer's weight error needs to know about its input."""
-        if self.layout is MATMUL:
-            return MeanReduction(self.data.node, self.data.port, "last")
-        if self.layout is DECONV:
-            return MeanReduction(self.data.node, self.data.port, "channel")
+        """What the layer's weight error needs to know about its input (its layout's `input_mean`)."""
+        if self.layout.input_mean != "taps":
+            return MeanReduction(self.data.node, self.data.port, self.layout.input_mean)
         attrs = graph.op(self.node).get_attributes()
         kernel = tuple(int(d) for d in graph.op(self.node).get_input_shape(1)[-len(attrs["strides"]):])
         return MeanReduction(self.data.node, self.data.port, "taps", kernel, tuple(attrs["strides"]),
@@ -44,7 +42,7 @@ class Layer:
 
     def output_reduction(self) -> MeanReduction:
         """Per-sample, per-channel means of the layer's biased output (what the full correction matches)."""
-        return MeanReduction(self.bias or self.node, 0, "last" if self.layout is MATMUL else "channel",
+        return MeanReduction(self.bias or self.node, 0, "channel" if self.layout.output_axis == 1 else "last",
                              per_sample=True)
 
 

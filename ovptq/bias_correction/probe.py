@@ -1,16 +1,11 @@
-"""A copy of the FP32 model (optionally with dequantized int8 weights) whose layer biases can be set and whose
-per-channel output means can be read.
+"""A copy of a model whose layer biases can be set and whose per-channel output means can be read.
 
 Each layer's output gets an explicit bias Add (the original bias Add is bypassed) and a ReduceMean to [N, C].
 `means` writes the bias values as constants and compiles a model whose outputs are the requested layers' means,
-so everything after them is pruned. (The int8 weights enter as dequantized f32 constants: compiled with their
-Constant(i8) -> Convert -> Multiply form and no activation FakeQuantize, the CPU plugin returned wrong values,
-differently on each compile.)
+so everything after them is pruned.
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping
 
 import numpy as np
 import openvino as ov
@@ -20,20 +15,13 @@ from ovptq.bias_correction.layers import Layer
 from ovptq.dataset import Dataset, ModelInput, bind_requests
 from ovptq.errors import DatasetError, StatisticsError
 from ovptq.inference import AsyncRunner
-from ovptq.ranges.weights import QuantizedWeight
 
 
 class BiasProbe:
-    def __init__(self, model: ov.Model, layers: list[Layer], core: ov.Core | None = None,
-                 weights: Mapping[str, QuantizedWeight] | None = None):
-        """`model` is the FP32 model; each layer's bias op (`layer.bias`) is bypassed; `weights` replaces each weight
-        by its dequantized int8 values as plain f32 constants, so the weight error propagates without int8
-        kernels."""
+    def __init__(self, model: ov.Model, layers: list[Layer], core: ov.Core | None = None):
+        """Each layer's bias op (`layer.bias`) is bypassed by the probe's own bias Add."""
         self.clone = model.clone()
         by_name = {op.get_friendly_name(): op for op in self.clone.get_ordered_ops()}
-        for node, quantized in (weights or {}).items():
-            target = by_name[node].input(quantized.quantizer.port)
-            target.replace_source_output(ops.constant(quantized.dequantized()).output(0))
         self.core = core or ov.Core()
         self.data_inputs = ModelInput.of(self.clone)
         self.layers = layers

@@ -1,4 +1,5 @@
-"""Placement: a pure function from (graph, hardware table, fused units, ignored nodes, options) to a plan.
+"""Placement: a pure function from (graph, hardware table, fused units, ignored nodes, options) to a plan, and the
+pipeline stage that calls it with the user's options.
 
 1. Demands: every quantizable op asks for a quantizer on each float activation input (rules in
    `ovptq.hardware`); nodes inside fused units ask for none; `x op constant` element-wise ops ask for none.
@@ -12,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
@@ -281,9 +283,10 @@ def _place(state: State) -> State:
     plan = plan_quantizers(state.graph, ignored, placement)
     if not plan:
         log.warning("The model has no op ovptq can quantize (Convolution, MatMul, ...); it is returned unchanged.")
-        return replace(state, ignored=ignored, plan=plan, result=state.source.clone())
+        return replace(state, plan=plan, result=state.source.clone(), finished=True)
     log.info("Placement: %d activation and %d weight quantizers.", len(plan.activations), len(plan.weights))
-    return replace(state, ignored=ignored, plan=plan)
+    return replace(state, plan=plan)
 
 
-STAGE = Stage("placement", _place)
+STAGE = Stage("placement", _place,
+              record=lambda state: {"transformer_rules": json.dumps(dict(state.plan.float_rules))})

@@ -1,10 +1,10 @@
 """The placement plan: where quantizers go. Plain, immutable data that prints, compares and round-trips through
-JSON; a stage that moves a quantizer makes a new plan (`with_activation`)."""
+JSON; a stage that changes a quantizer makes a new plan (`dataclasses.replace`)."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
 
 from ovptq.graph.graph import Port
@@ -50,14 +50,6 @@ class QuantizationPlan:
 
     def __bool__(self) -> bool:
         return bool(self.activations or self.weights)
-
-    def activation(self, name: str) -> ActivationQuantizer:
-        return next(q for q in self.activations if q.name == name)
-
-    def with_activation(self, quantizer: ActivationQuantizer) -> "QuantizationPlan":
-        """A copy of the plan whose activation quantizer of the same name is `quantizer`."""
-        return replace(self, activations=tuple(quantizer if q.name == quantizer.name else q
-                                               for q in self.activations))
 
     def __str__(self) -> str:
         lines = [f"QuantizationPlan: {len(self.activations)} activation and {len(self.weights)} weight quantizers"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import replace
+from types import MappingProxyType
 
 import numpy as np
 
@@ -94,8 +95,8 @@ def _run(state: State) -> State:
                                       advanced.quantile_outlier_prob, state.graph)
     statistics = state.range_statistics()
     by_name = {name: statistics[reduction] for name, reduction in reductions.items()}
-    return replace(state, activation_ranges=activation_params(state.plan, by_name,
-                                                              advanced.activations_range_estimator))
+    return replace(state, activation_ranges=MappingProxyType(activation_params(
+        state.plan, by_name, advanced.activations_range_estimator)))
 
 
 STAGE = Stage("activation ranges", _run, reductions=_reductions)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from types import MappingProxyType
 
 import numpy as np
 
@@ -73,8 +74,8 @@ def quantize_weights(graph: Graph, weights: tuple[WeightQuantizer, ...], estimat
 def _run(state: State) -> State:
     advanced = state.options.advanced
     replaced = state.smoothing.constants if state.smoothing is not None else None
-    return replace(state, weights=quantize_weights(state.graph, state.plan.weights, advanced.weights_range_estimator,
-                                                   advanced.quantile_outlier_prob, replaced))
+    return replace(state, weights=MappingProxyType(quantize_weights(
+        state.graph, state.plan.weights, advanced.weights_range_estimator, advanced.quantile_outlier_prob, replaced)))
 
 
 STAGE = Stage("weight quantization", _run)

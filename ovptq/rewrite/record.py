@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 from ovptq import __version__
 from ovptq.state import State
 
 
 def rt_info(state: State) -> dict[str, object]:
-    """The options, the samples used, and what each stage did."""
+    """The options, the samples used, and what each stage of the pipeline records of its results."""
     options, plan = state.options, state.plan
     values: dict[str, object] = {
         "version": __version__, "quantization/preset": options.preset,
@@ -22,11 +20,8 @@ def rt_info(state: State) -> dict[str, object]:
         values["quantization/ignored_scope"] = repr(options.ignored_scope)
     for key, value in options.advanced.as_dict().items():
         values[f"quantization/advanced_parameters/{key}"] = value
-    corrections = state.bias_correction.records if state.bias_correction is not None else ()
-    values["bias_correction"] = json.dumps([c.as_dict() for c in corrections])
-    # quantizer -> the op that took 1/s, or "Multiply"
-    values["smooth_quant"] = json.dumps(dict(state.smoothing.where) if state.smoothing is not None else {})
-    values["transformer_rules"] = json.dumps(dict(plan.float_rules))
+    for stage in state.stages:
+        values.update(stage.record(state))
     return values
 
 

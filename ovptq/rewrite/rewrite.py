@@ -87,8 +87,9 @@ def _int8_weight(target: ov.Input, weight: QuantizedWeight, shared: dict[tuple, 
 
 
 def _shared_constant(value: np.ndarray, name: str) -> ov.Node:
-    """A Constant that holds `value`'s own buffer (the edits are immutable): several models built from the same
-    edits, as full bias correction's probe and the INT8 model, hold one copy of the large weights."""
+    """A Constant that holds `value`'s own buffer: several models built from the same edits, as full bias
+    correction's probe and the INT8 model, hold one copy of the large weights. (Edits are never written after they
+    are made; OpenVINO shares only writeable arrays, so they cannot be frozen.)"""
     constant = ov.op.Constant(np.ascontiguousarray(value), shared_memory=True)
     constant.set_friendly_name(name)
     return constant

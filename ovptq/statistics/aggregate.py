@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -111,8 +111,9 @@ class Aggregates:
             for column, reduction in enumerate(group.reductions):
                 results[reduction] = aggregate.result(column if group.stacked else None)
         for reduction, aggregate in self.quantiles.items():
-            results[reduction].mean_quantile_low = (aggregate.sums["qlow"] / aggregate.samples).astype(np.float32)
-            results[reduction].mean_quantile_high = (aggregate.sums["qhigh"] / aggregate.samples).astype(np.float32)
+            results[reduction] = replace(
+                results[reduction], mean_quantile_low=(aggregate.sums["qlow"] / aggregate.samples).astype(np.float32),
+                mean_quantile_high=(aggregate.sums["qhigh"] / aggregate.samples).astype(np.float32))
         for reduction, aggregate in self.means.items():
             results[reduction] = np.concatenate(aggregate.rows) if reduction.per_sample else \
                 aggregate.sums["mean"] / aggregate.samples

@@ -11,7 +11,6 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import openvino as ov
 
 from ovptq.dataset import Dataset, batch_size_of, bind_requests
@@ -19,12 +18,13 @@ from ovptq.errors import DatasetError, StatisticsError
 from ovptq.inference import AsyncRunner
 from ovptq.progress import progress
 from ovptq.statistics.aggregate import Aggregates
+from ovptq.statistics.compile import compile_config, compile_statistics_model, constant_bytes
 from ovptq.statistics.model import StatisticsModel
 from ovptq.statistics.reductions import RangeReduction
 
 log = logging.getLogger("ovptq")
 
-# Mean outputs cost at most about this share of a statistics model's inference (7% on ResNet-50): a second
+# Mean outputs cost at most about this share of a statistics model's inference (benchmarks/README.md): a second
 # compilation without them pays off only when it costs less than this share of the remaining inference.
 MEANS_SHARE = 0.1
 
@@ -32,10 +32,6 @@ MEANS_SHARE = 0.1
 # threads (the CPU plugin compiles on one): the second compilation then costs no time, for a second set of
 # weights in memory while the first items run.
 CONCURRENT_COMPILE_BYTES = 256 << 20
-
-# A model whose float activations add up to more than this per sample gets one inference stream (both cores on one
-# inference) instead of two: each stream holds its own activations (PP-OCRv4 det: half the peak memory).
-ONE_STREAM_ACTIVATION_BYTES = 256 << 20
 
 
 def mean_items(subset_size: int) -> int:
@@ -74,14 +70,14 @@ def collect_statistics(model: ov.Model, reductions: list, dataset: Dataset, subs
     config = compile_config(model)
     try:
         started = time.perf_counter()
-        if limit is not None and _constant_bytes(model) <= CONCURRENT_COMPILE_BYTES:
+        if limit is not None and constant_bytes(model) <= CONCURRENT_COMPILE_BYTES:
             light_model = ranges_only()
             with ThreadPoolExecutor(1) as pool:
-                light = pool.submit(_compile, core, light_model, config)
-                compiled = _compile(core, full_model, config)
+                light = pool.submit(compile_statistics_model, core, light_model, config)
+                compiled = compile_statistics_model(core, full_model, config)
                 light = light.result()
         else:
-            compiled = _compile(core, full_model, config)
+            compiled = compile_statistics_model(core, full_model, config)
         compile_seconds = time.perf_counter() - started
         started = time.perf_counter()
         total_samples, items = run(full_model, compiled, limit, True)
@@ -96,7 +92,7 @@ def collect_statistics(model: ov.Model, reductions: list, dataset: Dataset, subs
                 del compiled  # one compiled model alive from here on
                 if light is None:
                     light_model = ranges_only()
-                    light = _compile(core, light_model, config)
+                    light = compile_statistics_model(core, light_model, config)
                 compiled, light = light, None
                 samples, count = run(light_model, compiled, None, False)
             total_samples += samples
@@ -111,41 +107,6 @@ def collect_statistics(model: ov.Model, reductions: list, dataset: Dataset, subs
         log.warning("The dataset has %d items, fewer than subset_size=%d: all of them were used.", items,
                     subset_size)
     return aggregates.results(full_model), total_samples
-
-
-def _constant_bytes(model: ov.Model) -> int:
-    return sum(op.get_byte_size() for op in model.get_ordered_ops() if op.get_type_name() == "Constant")
-
-
-def activation_bytes(model: ov.Model) -> int:
-    """Bytes of the float outputs of one sample's inference (static shapes; constant sub-graphs excluded)."""
-    constant: set[str] = set()
-    total = 0
-    for op in model.get_ordered_ops():
-        inputs = [op.input_value(i).get_node().get_friendly_name() for i in range(op.get_input_size())]
-        if op.get_type_name() == "Constant" or inputs and all(name in constant for name in inputs):
-            constant.add(op.get_friendly_name())
-            continue
-        if op.get_type_name() == "Result":
-            continue
-        for output in op.outputs():
-            shape = output.get_partial_shape()
-            if shape.is_static and output.get_element_type().is_real():
-                total += int(np.prod(shape.to_shape(), dtype=np.int64)) * output.get_element_type().size
-    return total
-
-
-def compile_config(model: ov.Model) -> dict[str, str]:
-    """f32 inference; two streams, or one for a model with more than ONE_STREAM_ACTIVATION_BYTES of activations."""
-    hint = "LATENCY" if activation_bytes(model) > ONE_STREAM_ACTIVATION_BYTES else "THROUGHPUT"
-    return {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": hint}
-
-
-def _compile(core: ov.Core, stats_model: StatisticsModel, config: dict[str, str]) -> ov.CompiledModel:
-    try:
-        return core.compile_model(stats_model.model, "CPU", config)
-    except RuntimeError as error:
-        raise StatisticsError(f"The CPU plugin could not compile the statistics model: {error}") from error
 
 
 def _run_phase(stats_model: StatisticsModel, compiled: ov.CompiledModel, stream, limit: int | None,

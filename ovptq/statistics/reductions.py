@@ -51,7 +51,7 @@ class MeanReduction:
 Reduction = RangeReduction | MeanReduction
 
 
-@dataclass
+@dataclass(frozen=True)
 class TensorStatistics:
     """Aggregates over samples. Per-channel statistics are arrays of shape [C]; per-tensor ones are scalars."""
 

@@ -15,7 +15,7 @@ def tap_means(x: ov.Output, reduction: MeanReduction) -> ov.Output:
     Tap t of a convolution reads x_pad[t * dilation + p * stride] for output positions p. Averaging that over p is
     a convolution of x_pad with a box of ones of the output's size, dilated by the stride and strided by the
     dilation. The box is separable: one depthwise GroupConvolution per spatial axis, each with a 1-D box of that
-    axis's output size (3.5x cheaper than one box over all axes on PP-OCRv4 det).
+    axis's output size (cheaper than one box over all axes: benchmarks/README.md).
     """
     shape = x.get_partial_shape()
     rank = shape.rank.get_length()
