@@ -48,13 +48,19 @@ def statistics_pass(state: State, enabled: list[Stage], every: tuple[Stage, ...]
     dataset, replay = _recorded(state, enabled)
     options = state.options
     if options.statistics_path is None:
-        statistics, samples = collect_statistics(state.model, list(plan.reductions), dataset, options.subset_size,
-                                                 options.advanced.inference_requests, options.advanced.show_progress,
-                                                 state.core, mean_items=mean_items(options.subset_size))
+        statistics, samples = _collect(state, list(plan.reductions), dataset)
     else:
         superset = statistics_plan(every, replace(state, options=options.everything_on()))
         statistics, samples = _from_file(state, dataset, plan, superset)
     return replace(state, statistics=MappingProxyType(statistics), samples=samples, replay=replay)
+
+
+def _collect(state: State, reductions: list, dataset: Dataset) -> tuple[dict, int]:
+    """One statistics pass over the state's model with its options."""
+    options = state.options
+    return collect_statistics(state.model, reductions, dataset, options.subset_size,
+                              options.advanced.inference_requests, options.advanced.show_progress, state.core,
+                              mean_items=mean_items(options.subset_size))
 
 
 def _recorded(state: State, stages: list[Stage]) -> tuple[Dataset, Dataset | None]:
@@ -82,11 +88,7 @@ def _from_file(state: State, dataset: Dataset, plan: StatisticsPlan, superset: S
         log.info("Statistics read from %s (%d samples): no inference pass.", path, samples)
         return statistics, samples
     hashed, hasher = cache.hashing(dataset, options.subset_size)
-    statistics, samples = collect_statistics(state.model, list(dict.fromkeys([*plan.reductions,
-                                                                            *superset.reductions])),
-                                             hashed, options.subset_size, options.advanced.inference_requests,
-                                             options.advanced.show_progress, state.core,
-                                             mean_items=mean_items(options.subset_size))
+    statistics, samples = _collect(state, list(dict.fromkeys([*plan.reductions, *superset.reductions])), hashed)
     cache.save(path, model_key, hasher.hexdigest(), options.subset_size, samples, statistics)
     log.info("Statistics written to %s.", path)
     return {reduction: statistics[reduction] for reduction in plan.reductions}, samples

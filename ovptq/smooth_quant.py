@@ -30,7 +30,7 @@ from ovptq.graph.weights import feature_axis, find_weight, weight_value
 from ovptq.hardware import SHAPE_OPS
 from ovptq.parameters import RangeEstimator
 from ovptq.placement.plan import QuantizationPlan
-from ovptq.ranges.activations import quantizer_reductions
+from ovptq.ranges.activations import state_reductions
 from ovptq.rewrite.edits import ConstantInput, Scaling
 from ovptq.state import Stage, State
 from ovptq.statistics.reductions import RangeReduction, TensorStatistics
@@ -130,10 +130,10 @@ def current_weight(graph: Graph, node: str, constants: Mapping | None = None) ->
     return weight_value(graph, find_weight(graph, node)).astype(np.float32)
 
 
-def smooth(graph: Graph, plan: QuantizationPlan, groups: list[SmoothGroup], statistics: Mapping, alpha: float,
-           estimator: RangeEstimator | None = None, quantile: float = 0.0) -> Smoothing:
-    """Smooth each group in turn (a layer may read one group and produce the next: its weight chains)."""
-    reductions = quantizer_reductions(plan, estimator, quantile, graph)
+def smooth(graph: Graph, groups: list[SmoothGroup], statistics: Mapping, alpha: float,
+           quantizers: Mapping[str, RangeReduction]) -> Smoothing:
+    """Smooth each group in turn (a layer may read one group and produce the next: its weight chains). The
+    statistics of x / s replace those of x under x's quantizer reduction (`quantizers`, by quantizer name)."""
     constants: dict[tuple[str, int], ConstantInput] = {}
     scalings, overrides, input_factors, output_factors, where = [], {}, {}, {}, {}
     for group in groups:
@@ -143,7 +143,7 @@ def smooth(graph: Graph, plan: QuantizationPlan, groups: list[SmoothGroup], stat
             log.info("SmoothQuant leaves '%s' alone: its smoothing factors all exceed %g.", group.producer,
                      FACTOR_MAX)
             continue
-        overrides[reductions[group.quantizer]] = smoothed_statistics(stats, s)
+        overrides[quantizers[group.quantizer]] = smoothed_statistics(stats, s)
         for node in group.layers:
             axis = feature_axis(find_weight(graph, node))
             _replace(constants, node, 1, current_weight(graph, node, constants) * _along(s, axis))
@@ -156,8 +156,8 @@ def smooth(graph: Graph, plan: QuantizationPlan, groups: list[SmoothGroup], stat
         input_factors.update({layer: s for layer in group.layers})
         if folded:
             output_factors[folded] = s
-    return Smoothing(*(MappingProxyType(m) for m in (constants,)), tuple(scalings),
-                     *(MappingProxyType(m) for m in (overrides, input_factors, output_factors, where)))
+    return Smoothing(MappingProxyType(constants), tuple(scalings), MappingProxyType(overrides),
+                     MappingProxyType(input_factors), MappingProxyType(output_factors), MappingProxyType(where))
 
 
 def _along(vector: np.ndarray, axis: int) -> np.ndarray:
@@ -239,8 +239,8 @@ def _run(state: State) -> State:
                     "use minmax or mean_minmax to combine them.")
     if not groups:
         return state
-    smoothing = smooth(state.graph, state.plan, groups, state.statistics, advanced.smooth_quant_alphas.matmul,
-                       advanced.activations_range_estimator, advanced.quantile_outlier_prob)
+    smoothing = smooth(state.graph, groups, state.statistics, advanced.smooth_quant_alphas.matmul,
+                       state_reductions(state))
     log.info("SmoothQuant: %d tensors, 1/s folded into the producer for %d.", len(smoothing.where),
              sum(where != "Multiply" for where in smoothing.where.values()))
     return replace(state, smoothing=smoothing)

@@ -9,6 +9,7 @@ from ovptq import smooth_quant
 from ovptq.dataset import Dataset
 from ovptq.graph.graph import Graph
 from ovptq.placement.placer import PlacementOptions, plan_quantizers
+from ovptq.ranges.activations import quantizer_reductions
 from ovptq.rewrite import rewrite
 from ovptq.statistics.collect import collect_statistics
 
@@ -22,7 +23,7 @@ def smoothed(model, alpha=0.95):
     plan = plan_quantizers(graph, {}, PlacementOptions(symmetric_activations=False, transformer=True))
     groups = smooth_quant.smoothing_groups(graph, plan)
     stats, _ = collect_statistics(graph.model, [g.reduction() for g in groups], Dataset(SAMPLES), 300)
-    smoothing = smooth_quant.smooth(graph, plan, groups, stats, alpha)
+    smoothing = smooth_quant.smooth(graph, groups, stats, alpha, quantizer_reductions(plan, None, 0.0, graph))
     working = rewrite.apply(graph.model, rewrite.ModelEdits.of_smoothing(smoothing))
     where = {g.producer: smoothing.where[g.quantizer] for g in groups if g.quantizer in smoothing.where}
     factors = {g.producer: smoothing.input_factors[g.layers[0]] for g in groups if g.quantizer in smoothing.where}

@@ -152,6 +152,10 @@ class BiasCorrection:
         values = {node: value + moved[node] if node in moved else value for node, value in self.values.items()}
         return replace(self, values=values, changed=self.changed | set(moved))
 
+    def corrected(self) -> int:
+        """How many layers had at least one output channel corrected."""
+        return sum(record.applied_channels > 0 for record in self.records)
+
     def has_bias(self, layer: Layer) -> bool:
         """The layer has a bias op in the model: its own, or the Add a correction gives it."""
         return layer.bias is not None or layer.node in self.changed

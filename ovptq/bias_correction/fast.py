@@ -16,7 +16,7 @@ from ovptq.bias_correction.layers import Layer, bias_value, find_layers
 from ovptq.graph.graph import Graph
 from ovptq.graph.values import is_non_negative
 from ovptq.placement.plan import QuantizationPlan
-from ovptq.ranges.activations import quantizer_reductions
+from ovptq.ranges.activations import state_reductions
 from ovptq.ranges.weights import QuantizedWeight, float_weight
 from ovptq.state import Stage, State
 from ovptq.statistics.reductions import RangeReduction
@@ -33,9 +33,9 @@ def input_range_reduction(graph: Graph, layer: Layer, quantizers: Mapping[str, R
     return RangeReduction(layer.data.node, layer.data.port, non_negative=is_non_negative(graph, layer.data.node))
 
 
-def reductions(graph: Graph, plan: QuantizationPlan, layers: list[Layer], estimator, quantile: float) -> list:
-    """Per layer: its input taps (or means) and its input's range."""
-    quantizers = quantizer_reductions(plan, estimator, quantile, graph)
+def reductions(graph: Graph, plan: QuantizationPlan, layers: list[Layer],
+               quantizers: Mapping[str, RangeReduction]) -> list:
+    """Per layer: its input taps (or means) and its input's range (`quantizers`: the plan's quantizer reductions)."""
     found = []
     for layer in layers:
         found.append(layer.input_reduction(graph))
@@ -77,9 +77,7 @@ def _layers(state: State) -> list[Layer]:
 
 
 def _reductions(state: State) -> list:
-    advanced = state.options.advanced
-    return reductions(state.graph, state.plan, _layers(state), advanced.activations_range_estimator,
-                      advanced.quantile_outlier_prob)
+    return reductions(state.graph, state.plan, _layers(state), state_reductions(state))
 
 
 def _run(state: State) -> State:
@@ -87,8 +85,7 @@ def _run(state: State) -> State:
     if not layers:
         return state
     advanced = state.options.advanced
-    quantizers = quantizer_reductions(state.plan, advanced.activations_range_estimator,
-                                      advanced.quantile_outlier_prob, state.graph)
+    quantizers = state_reductions(state)
     ranges = state.range_statistics()
     magnitudes = {layer.node: float(np.max(ranges[input_range_reduction(state.graph, layer, quantizers,
                                                                         state.plan)].mean_absmax))
@@ -99,8 +96,7 @@ def _run(state: State) -> State:
                                  smoothing.input_factors if smoothing else None,
                                  smoothing.constants if smoothing else None)
     if state.options.fast_bias_correction:
-        log.info("Bias correction (fast): %d of %d layers corrected.",
-                 sum(r.applied_channels > 0 for r in correction.records), len(correction.records))
+        log.info("Bias correction (fast): %d of %d layers corrected.", correction.corrected(), len(layers))
     return replace(state, bias_correction=correction)
 
 

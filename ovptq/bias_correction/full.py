@@ -155,8 +155,7 @@ def _run(state: State) -> State:
         state.replay or state.dataset, mean_items(options.subset_size), options.advanced.bias_correction_threshold,
         options.advanced.inference_requests, options.advanced.show_progress, state.core, FULL_PASSES,
         smoothing.output_factors if smoothing else None)
-    log.info("Bias correction (full): %d of %d layers corrected.",
-             sum(r.applied_channels > 0 for r in correction.records), len(correction.records))
+    log.info("Bias correction (full): %d of %d layers corrected.", correction.corrected(), len(correction.records))
     return replace(state, bias_correction=correction)
 
 

@@ -40,6 +40,13 @@ def quantizer_reductions(plan: QuantizationPlan, estimator: RangeEstimator | Non
             for q in plan.activations}
 
 
+def state_reductions(state: State) -> dict[str, RangeReduction]:
+    """`quantizer_reductions` of the state's plan with its options' estimator."""
+    advanced = state.options.advanced
+    return quantizer_reductions(state.plan, advanced.activations_range_estimator, advanced.quantile_outlier_prob,
+                                state.graph)
+
+
 def _bounds(stats: TensorStatistics, estimator: RangeEstimator, symmetric: bool) -> tuple[np.ndarray, np.ndarray]:
     """(min, max) of the tensor by the estimator; for symmetric quantizers max is an abs-max."""
     if estimator is RangeEstimator.MINMAX:
@@ -83,20 +90,11 @@ def activation_params(plan: QuantizationPlan, statistics: Mapping[str, TensorSta
     return params
 
 
-def _reductions(state: State) -> list:
-    advanced = state.options.advanced
-    return list(quantizer_reductions(state.plan, advanced.activations_range_estimator,
-                                     advanced.quantile_outlier_prob, state.graph).values())
-
-
 def _run(state: State) -> State:
-    advanced = state.options.advanced
-    reductions = quantizer_reductions(state.plan, advanced.activations_range_estimator,
-                                      advanced.quantile_outlier_prob, state.graph)
     statistics = state.range_statistics()
-    by_name = {name: statistics[reduction] for name, reduction in reductions.items()}
+    by_name = {name: statistics[reduction] for name, reduction in state_reductions(state).items()}
     return replace(state, activation_ranges=MappingProxyType(activation_params(
-        state.plan, by_name, advanced.activations_range_estimator)))
+        state.plan, by_name, state.options.advanced.activations_range_estimator)))
 
 
-STAGE = Stage("activation ranges", _run, reductions=_reductions)
+STAGE = Stage("activation ranges", _run, reductions=lambda state: list(state_reductions(state).values()))

@@ -27,8 +27,7 @@ def rt_info(state: State) -> dict[str, object]:
 
 def summary(state: State, seconds: float) -> str:
     """The paragraph logged at the end of quantize."""
-    plan = state.plan
-    corrections = state.bias_correction.records if state.bias_correction is not None else ()
+    plan, correction = state.plan, state.bias_correction
     tables = sum(w.embedding for w in plan.weights)
     parts = [f"Quantized '{state.model.get_friendly_name()}' in {seconds:.1f} s from {state.samples} calibration "
              f"samples: {len(plan.weights) - tables} layers with int8 weights, {len(plan.activations)} activation "
@@ -39,9 +38,8 @@ def summary(state: State, seconds: float) -> str:
         parts.append(f"{len(plan.ignored)} nodes kept float by IgnoredScope or post-processing")
     if plan.float_rules:
         parts.append(f"{len(plan.float_rules)} kept float by the transformer rules")
-    if corrections:
-        corrected = sum(c.applied_channels > 0 for c in corrections)
-        parts.append(f"bias corrected on {corrected} of {len(corrections)} layers")
+    if correction is not None and correction.records:
+        parts.append(f"bias corrected on {correction.corrected()} of {len(correction.records)} layers")
     if state.smoothing is not None and state.smoothing.where:
         parts.append(f"SmoothQuant on {len(state.smoothing.where)} tensors")
     return "; ".join(parts) + ". ovptq.inspect(model) shows which layers the CPU runs in int8."
