@@ -18,6 +18,7 @@ import openvino.opset13 as ops
 
 from ovptq.dataset import Dataset, ModelInput, bind_requests
 from ovptq.errors import StatisticsError
+from ovptq.graph.normalize import normalize
 from ovptq.progress import progress
 
 
@@ -75,6 +76,16 @@ def is_quantized(op: ov.Node) -> bool:
     """An op with an activation FakeQuantize or an int8 weight right at one of its inputs."""
     return any(op.input_value(i).get_node().get_type_name() == "FakeQuantize"
                or is_int8_weight(op.input_value(i).get_node()) for i in range(op.get_input_size()))
+
+
+def as_quantized(fp32_model: ov.Model, int8_model: ov.Model) -> ov.Model:
+    """A copy of `fp32_model` in the graph form ovptq quantized: normalised when the INT8 model's record says it
+    was (op names and weight layouts then match the INT8 model's)."""
+    clone = fp32_model.clone()
+    key = ["ovptq", "quantization", "advanced_parameters", "normalize_graph"]
+    if int8_model.has_rt_info(key) and int8_model.get_rt_info(key).astype(str) == "True":
+        normalize(clone)
+    return clone
 
 
 def smoothing_of(int8_model: ov.Model) -> dict[str, str]:

@@ -95,6 +95,8 @@ class AdvancedQuantizationParameters:
     show_progress: progress bars (None: only when stderr is a terminal and OVPTQ_PROGRESS is not "0").
     smooth_quant: SmoothQuant before quantization (None: on with model_type="transformer", off otherwise).
     smooth_quant_alphas: its alpha per op type (AdvancedSmoothQuantParameters).
+    normalize_graph: fuse decomposed activations, normalisations and attention with OpenVINO's own front-end
+        passes before placement, so `read_model(onnx)`, `convert_model` and saved IR get the same quantization.
     """
 
     overflow_fix: OverflowFix | str | None = None
@@ -108,6 +110,7 @@ class AdvancedQuantizationParameters:
     show_progress: bool | None = None
     smooth_quant: bool | None = None
     smooth_quant_alphas: AdvancedSmoothQuantParameters = AdvancedSmoothQuantParameters()
+    normalize_graph: bool = True
 
     def normalized(self) -> "AdvancedQuantizationParameters":
         """A copy with strings parsed into enums and every value checked."""
@@ -145,7 +148,7 @@ class AdvancedQuantizationParameters:
         if self.show_progress is not None and not isinstance(self.show_progress, bool):
             raise ParameterError(f"advanced_parameters.show_progress must be True, False or None, not "
                                  f"{self.show_progress!r}.")
-        for name in ("quantize_outputs", "disable_bias_correction"):
+        for name in ("quantize_outputs", "disable_bias_correction", "normalize_graph"):
             if not isinstance(getattr(self, name), bool):
                 raise ParameterError(f"advanced_parameters.{name} must be True or False, "
                                      f"not {getattr(self, name)!r}.")
@@ -156,7 +159,8 @@ class AdvancedQuantizationParameters:
             disable_bias_correction=self.disable_bias_correction,
             bias_correction_threshold=self.bias_correction_threshold,
             inference_requests=self.inference_requests, show_progress=self.show_progress,
-            smooth_quant=self.smooth_quant, smooth_quant_alphas=alphas)
+            smooth_quant=self.smooth_quant, smooth_quant_alphas=alphas,
+            normalize_graph=self.normalize_graph)
 
     def as_dict(self) -> dict[str, str]:
         return {f.name: str(v) for f, v in zip(fields(self), asdict(self).values())}

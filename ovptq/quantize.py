@@ -13,6 +13,7 @@ from ovptq.bias_correction import fast, full
 from ovptq.dataset import Dataset
 from ovptq.errors import ModelError, ParameterError, UnsupportedModelError
 from ovptq.graph.graph import Graph, unique_names
+from ovptq.graph.normalize import normalize
 from ovptq.parameters import AdvancedQuantizationParameters, ModelType, QuantizationPreset, TargetDevice
 from ovptq.placement import placer
 from ovptq.ranges import activations, weights
@@ -106,9 +107,12 @@ def quantize(model: ov.Model | str | Path, calibration_dataset: Dataset, *,
 
 
 def start(model: ov.Model, dataset: Dataset, options: Options, core: ov.Core | None = None) -> State:
-    """The state the pipeline starts from: ovptq's own copy of `model`, with unique op names, as a graph."""
+    """The state the pipeline starts from: ovptq's own copy of `model`, normalised (see `ovptq.graph.normalize`),
+    with unique op names, as a graph."""
     _refuse_quantized(model)
     working = model.clone()
+    if options.advanced.normalize_graph:
+        normalize(working)
     renamed = unique_names(working)
     return State(options, core or ov.Core(), model, working, Graph(working), dataset, renamed)
 

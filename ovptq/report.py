@@ -91,6 +91,7 @@ def layer_errors(fp32_model: ov.Model, int8_model: ov.Model, dataset: Dataset, s
                  core: ov.Core | None = None, ablation: bool = False) -> ErrorReport:
     """The report of `int8_model` (made from `fp32_model` by ovptq) on the first `samples` items of `dataset`."""
     core = core or ov.Core()
+    fp32_model = measure.as_quantized(fp32_model, int8_model)
     fp32_names = {op.get_friendly_name() for op in fp32_model.get_ordered_ops()}
     layers = [op for op in int8_model.get_ordered_ops() if op.get_type_name() in LINEAR_TYPES
               and op.get_friendly_name() in fp32_names and measure.is_quantized(op)]

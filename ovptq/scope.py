@@ -10,6 +10,7 @@ import networkx as nx
 
 from ovptq.errors import IgnoredScopeError, ParameterError
 from ovptq.graph.graph import Graph
+from ovptq.graph.normalize import caller_names
 from ovptq.graph.weights import find_weight
 from ovptq.hardware import OP_RULES, POSTPROCESSING_MARKERS, Role
 
@@ -52,12 +53,13 @@ class IgnoredScope:
 
 def resolve_ignored(graph: Graph, scope: IgnoredScope | None, renamed: dict[str, str] | None = None
                     ) -> dict[str, str]:
-    """Map each ignored node to the rule that ignores it. `renamed` maps de-duplicated names to the originals."""
+    """Map each ignored node to the rule that ignores it. `renamed` maps de-duplicated names to the originals; a
+    node also answers to the names of the caller's ops that graph normalisation fused into it."""
     ignored: dict[str, str] = {}
     if scope is None:
         return ignored
     renamed = renamed or {}
-    original = {node: renamed.get(node, node) for node in graph.order}
+    original = {node: caller_names(graph.op(node)) | {renamed.get(node, node)} for node in graph.order}
     unmatched: list[str] = []
 
     def mark(nodes: list[str], rule: str) -> None:
@@ -67,10 +69,11 @@ def resolve_ignored(graph: Graph, scope: IgnoredScope | None, renamed: dict[str,
             ignored.setdefault(node, rule)
 
     for name in scope.names:
-        mark([n for n in graph.order if original[n] == name], f"names: {name!r}")
+        mark([n for n in graph.order if name in original[n]], f"names: {name!r}")
     for pattern in scope.patterns:
         regex = re.compile(pattern)
-        mark([n for n in graph.order if graph.is_data(n) and regex.match(original[n])], f"patterns: {pattern!r}")
+        mark([n for n in graph.order if graph.is_data(n) and any(map(regex.match, original[n]))],
+             f"patterns: {pattern!r}")
     for kind in scope.types:
         mark([n for n in graph.order if graph.type(n) == kind and graph.is_data(n)], f"types: {kind!r}")
     for subgraph in scope.subgraphs:
@@ -94,10 +97,11 @@ def _warn_not_quantizable(graph: Graph, nodes: list[str]) -> None:
                         "Convolution/MatMul that consumes it instead.", node, graph.type(node))
 
 
-def _subgraph_nodes(graph: Graph, subgraph: Subgraph, original: dict[str, str]) -> list[str]:
+def _subgraph_nodes(graph: Graph, subgraph: Subgraph, original: dict[str, frozenset[str]]) -> list[str]:
     by_original: dict[str, list[str]] = {}
-    for node, name in original.items():
-        by_original.setdefault(name, []).append(node)
+    for node, names in original.items():
+        for name in names:
+            by_original.setdefault(name, []).append(node)
     starts = [n for name in subgraph.inputs for n in by_original.get(name, [])]
     ends = [n for name in subgraph.outputs for n in by_original.get(name, [])]
     if not starts or not ends:

@@ -169,8 +169,11 @@ def deconvolution_block() -> ov.Model:
     return model(ops.relu(d, name="relu2"), x)
 
 
+BIAS = 0.01  # bias_correction_block's biases: small, and not zero (graph normalisation removes an Add of zeros)
+
+
 def bias_correction_block(bias: bool = True) -> ov.Model:
-    """input -> conv 3x3 stride 2 -> relu -> depthwise 3x3 -> relu -> reshape -> matmul; biases all zero or none.
+    """input -> conv 3x3 stride 2 -> relu -> depthwise 3x3 -> relu -> reshape -> matmul; biases all BIAS or none.
 
     The input has a large positive mean, so int8 weight errors shift the output means."""
     x = ops.parameter([1, 4, 9, 9], np.float32, name="input")
@@ -178,18 +181,18 @@ def bias_correction_block(bias: bool = True) -> ov.Model:
     w1 = ops.constant((rng.standard_normal((6, 4, 3, 3)) * 0.3).astype(np.float32), name="conv/weight")
     y = ops.convolution(x, w1, [2, 2], [1, 1], [1, 1], [1, 1], name="conv")
     if bias:
-        y = ops.add(y, ops.constant(np.zeros((1, 6, 1, 1), np.float32), name="conv/bias_value"), name="conv/bias")
+        y = ops.add(y, ops.constant(np.full((1, 6, 1, 1), BIAS, np.float32), name="conv/bias_value"), name="conv/bias")
     y = ops.relu(y, name="relu1")
     w2 = ops.constant((rng.standard_normal((6, 1, 1, 3, 3)) * 0.3).astype(np.float32), name="depthwise/weight")
     y = ops.group_convolution(y, w2, [1, 1], [1, 1], [1, 1], [1, 1], name="depthwise")
     if bias:
-        y = ops.add(y, ops.constant(np.zeros((1, 6, 1, 1), np.float32)), name="depthwise/bias")
+        y = ops.add(y, ops.constant(np.full((1, 6, 1, 1), BIAS, np.float32)), name="depthwise/bias")
     y = ops.relu(y, name="relu2")
     flat = ops.reshape(y, ops.constant(np.array([1, -1], np.int64)), False, name="flatten")
     w3 = ops.constant((rng.standard_normal((6 * 25, 5)) * 0.1).astype(np.float32), name="fc/weight")
     out = ops.matmul(flat, w3, False, False, name="fc")
     if bias:
-        out = ops.add(out, ops.constant(np.zeros(5, np.float32)), name="fc/bias")
+        out = ops.add(out, ops.constant(np.full(5, BIAS, np.float32)), name="fc/bias")
     return model(out, x)
 
 
@@ -300,3 +303,38 @@ def rotary_block(hidden: int = 8) -> ov.Model:
     rotated = ops.add(ops.multiply(x, ops.cos(angles, name="cos"), name="x_cos"),
                       ops.multiply(x, ops.sin(angles, name="sin"), name="x_sin"), name="rotated")
     return model(linear(rotated, hidden, "proj"), [x, positions])
+
+
+def hswish_block(decomposed: bool) -> ov.Model:
+    """conv -> BatchNorm -> HSwish -> depthwise -> x * HSigmoid(1x1 conv x) -> conv, as `ov.convert_model` gives it
+    (BatchNorm folded, HSwish / HSigmoid ops), or as `read_model` of a PaddlePaddle ONNX export keeps it: BatchNorm
+    beside the conv, x * min(max(x + 3, 0), 6) / 6 and min(max(x + 3, 0), 6) / 6."""
+    def clip6(t, name):
+        shifted = ops.add(t, ops.constant(np.float32(3)), name=f"{name}/add3")
+        return ops.minimum(ops.constant(np.float32(6)), ops.maximum(ops.constant(np.float32(0)), shifted,
+                                                                     name=f"{name}/max0"), name=f"{name}/min6")
+
+    def hsigmoid(t, name):
+        if not decomposed:
+            return ops.hsigmoid(t, name=name)
+        return ops.divide(clip6(t, name), ops.constant(np.float32(6)), name=name)
+
+    def hswish(t, name):
+        if not decomposed:
+            return ops.hswish(t, name=name)
+        return ops.divide(ops.multiply(t, clip6(t, name), name=f"{name}/mul"), ops.constant(np.float32(6)), name=name)
+
+    def conv_bn(t, channels, name):
+        if not decomposed:
+            return conv(t, channels, name)
+        y = conv(t, channels, name, bias=False)
+        rng = _rng(3)
+        gamma, beta, mean = (rng.standard_normal(channels).astype(np.float32) * 0.1 for _ in range(3))
+        variance = rng.uniform(0.5, 2.0, channels).astype(np.float32)
+        return ops.batch_norm_inference(y, gamma + 1, beta, mean, variance, 1e-5, name=f"{name}/bn")
+
+    x = ops.parameter([1, 3, 16, 16], np.float32, name="input")
+    y = hswish(conv_bn(x, 8, "conv1"), "hswish")
+    y = conv(y, 8, "depthwise", seed=1, groups=8)
+    y = ops.multiply(y, hsigmoid(conv(y, 8, "gate_conv", kernel=1, seed=4), "hsigmoid"), name="gated")
+    return model(conv(y, 8, "conv2", seed=2), x)

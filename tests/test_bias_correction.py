@@ -1,4 +1,4 @@
-"""Bias correction: the fast shift equals a direct computation; zero and missing biases; thresholds; full mode."""
+"""Bias correction: the fast shift equals a direct computation; existing and missing biases; thresholds; full mode."""
 
 import json
 
@@ -89,13 +89,13 @@ def bias_constant(model, add_name):
     return add.input(1).get_source_output().get_node().get_data()
 
 
-def test_zero_biases_get_corrected_and_recorded():
+def test_biases_get_corrected_and_recorded():
     q = quantize(builders.bias_correction_block())
     records = corrections(q)
     assert set(records) == {"conv", "depthwise", "fc"}
     assert all(r["method"] == "fast" and r["applied_channels"] > 0 and r["reason"] == "applied"
                for r in records.values())
-    assert np.abs(bias_constant(q, "conv/bias")).max() > 0
+    assert np.abs(bias_constant(q, "conv/bias") - builders.BIAS).max() > 0
 
 
 @pytest.mark.parametrize("fast", [True, False])
@@ -113,14 +113,14 @@ def test_untrusted_shift_is_skipped_with_a_reason():
     record = corrections(q)["conv"]
     assert record["applied_channels"] == 0 and record["skipped_channels"] == 6
     assert "shift above 1e-09 x output scale" in record["reason"]
-    assert np.all(bias_constant(q, "conv/bias") == 0)
+    assert np.all(bias_constant(q, "conv/bias") == builders.BIAS)
 
 
 def test_disable_bias_correction_leaves_biases_alone():
     advanced = ovptq.AdvancedQuantizationParameters(disable_bias_correction=True)
     q = quantize(builders.bias_correction_block(), advanced_parameters=advanced)
     assert corrections(q) == {}
-    assert np.all(bias_constant(q, "conv/bias") == 0)
+    assert np.all(bias_constant(q, "conv/bias") == builders.BIAS)
 
 
 def channel_means_with_int8_weights_only(model, node):
