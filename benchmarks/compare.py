@@ -4,10 +4,11 @@
     python -m benchmarks.compare --quick               # two models, small subset, short speed runs
     python -m benchmarks.compare --models ppocr_cls light_resnet50 --subset-size 300
     python -m benchmarks.compare --variants nncf_full ovptq_full ovptq_nobc   # bias correction variants too
+    python -m benchmarks.compare --corpus              # the corpus of users' models (CORPUS), subset 150, no speed
 
 Both tools quantize the same FP32 IR with the same calibration items, each in its own process (peak RSS is per
 tool); ratios are ovptq / NNCF from the same run. Results go to the terminal and to benchmarks/results/ as JSON
-and Markdown.
+and Markdown (compare.*, or corpus_models.* with --corpus, whose --update-readme writes benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -27,8 +28,14 @@ from benchmarks.worker import VARIANTS, save_items
 
 DEFAULT_MODELS = ["light_resnet50", "ppocr_cls", "ppocr_det", "mobilenet_v2", "ppocr_rec", "minilm"]
 QUICK_MODELS = ["light_resnet50", "ppocr_cls"]
+# every PP-OCR model and MobileNetV2 in both graph forms (convert_model and read_model of an .onnx), MiniLM
+CORPUS = ["ppocr_cls", "ppocr_cls_onnx", "ppocr_det", "ppocr_det_onnx", "ppocr_rec", "ppocr_rec_onnx", "ppocrv5_rec",
+          "ppocrv5_rec_onnx", "mobilenet_v2", "mobilenet_v2_onnx", "minilm"]
+CORPUS_VARIANTS = ("nncf_transformer",)
 TOOLS = ["nncf", "ovptq"]  # always run: the defaults of both tools
 RESULTS = Path(__file__).parent / "results"
+README = Path(__file__).parent.parent / "README.md"
+BENCHMARKS_README = Path(__file__).parent / "README.md"
 
 
 def calibration_folder(spec, count: int) -> Path:
@@ -98,8 +105,63 @@ def measure(name: str, subset_size: int, rounds: int, seconds: int, work: Path,
     return row
 
 
+def corpus_models() -> list[str]:
+    """CORPUS and the families models.CORPUS_NEW_FAMILIES adds."""
+    import models
+    return [*CORPUS, *getattr(models, "CORPUS_NEW_FAMILIES", ())]
+
+
 def _ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}" if b else "-"
+
+
+def _model_cell(r: dict) -> str:
+    return f"{r['model']} (model_type={r['model_type']})" if r.get("model_type") else r["model"]
+
+
+def _seconds_cell(n: dict, o: dict) -> str:
+    """Quantize time NNCF / ovptq (ratio)."""
+    return f"{n['quantize_seconds']:.1f} / {o['quantize_seconds']:.1f} " \
+           f"({_ratio(o['quantize_seconds'], n['quantize_seconds'])})"
+
+
+def _layers_cell(n: dict, o: dict) -> str:
+    """INT8 layers / linear layers, NNCF / ovptq."""
+    return f"{n['coverage']['int8_layers']}/{n['coverage']['linear_layers']} / " \
+           f"{o['coverage']['int8_layers']}/{o['coverage']['linear_layers']}"
+
+
+def _fps_cell(r: dict) -> str:
+    if "throughput_fps" not in r["ovptq"]:
+        return "-"
+    return " / ".join(f"{r[key]['throughput_fps']:.0f}" for key in ("fp32", "nncf", "ovptq"))
+
+
+def done_when(r: dict) -> str:
+    """"ok" when ovptq's headline metric is at least NNCF's default - 0.005, and at least the best of NNCF's
+    default and transformer mode - 0.01 or FP32 - 0.01; "MISS" otherwise."""
+    h = r["headline"]
+    fp32, ovptq, nncf = (r[key]["metrics"][h] for key in ("fp32", "ovptq", "nncf"))
+    best_nncf = max(nncf, r["nncf_transformer"]["metrics"][h]) if "nncf_transformer" in r else nncf
+    return "ok" if ovptq >= nncf - 0.005 and (ovptq >= best_nncf - 0.01 or ovptq >= fp32 - 0.01) else "MISS"
+
+
+def corpus_table(rows: list[dict]) -> list[str]:
+    """Headline metric of FP32 and each tool, the done-when check, INT8 coverage and quantize time."""
+    header = ("| model | metric | FP32 | NNCF default | NNCF transformer | ovptq default | done-when check | "
+              "INT8 layers NNCF / ovptq | standalone FQ NNCF / ovptq | quantize s NNCF / ovptq (ratio) | "
+              "FPS FP32 / NNCF / ovptq |")
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for r in rows:
+        h = r["headline"]
+        n, o = r["nncf"], r["ovptq"]
+        transformer = f"{r['nncf_transformer']['metrics'][h]:.4f}" if "nncf_transformer" in r else "-"
+        lines.append(
+            f"| {_model_cell(r)} | {h} | {r['fp32']['metrics'][h]:.4f} | {n['metrics'][h]:.4f} | {transformer} "
+            f"| {o['metrics'][h]:.4f} | {done_when(r)} | {_layers_cell(n, o)} "
+            f"| {n['coverage']['standalone_fq']} / {o['coverage']['standalone_fq']} | {_seconds_cell(n, o)} "
+            f"| {_fps_cell(r)} |")
+    return lines
 
 
 def variants_table(rows: list[dict]) -> list[str]:
@@ -133,28 +195,26 @@ def table(rows: list[dict]) -> list[str]:
     for r in rows:
         h = r["headline"]
         n, o = r["nncf"], r["ovptq"]
-        fps = "-"
-        if "throughput_fps" in o:
-            fps = f"{r['fp32']['throughput_fps']:.0f} / {n['throughput_fps']:.0f} / {o['throughput_fps']:.0f}"
-        model = f"{r['model']} (model_type={r['model_type']})" if r.get("model_type") else r["model"]
         lines.append(
-            f"| {model} | {h} | {r['fp32']['metrics'][h]:.4f} | {n['metrics'][h]:.4f} | {o['metrics'][h]:.4f} "
-            f"| {n['quantize_seconds']:.1f} / {o['quantize_seconds']:.1f} "
-            f"({_ratio(o['quantize_seconds'], n['quantize_seconds'])}) "
+            f"| {_model_cell(r)} | {h} | {r['fp32']['metrics'][h]:.4f} | {n['metrics'][h]:.4f} "
+            f"| {o['metrics'][h]:.4f} | {_seconds_cell(n, o)} "
             f"| {n['peak_rss_mb']:.0f} / {o['peak_rss_mb']:.0f} ({_ratio(o['peak_rss_mb'], n['peak_rss_mb'])}) "
-            f"| {n['coverage']['int8_layers']}/{n['coverage']['linear_layers']} / "
-            f"{o['coverage']['int8_layers']}/{o['coverage']['linear_layers']} | {fps} |")
+            f"| {_layers_cell(n, o)} | {_fps_cell(r)} |")
     return lines
 
 
-def write_results(rows: list[dict], command: str, started: float, out: Path, variants: bool) -> list[str]:
-    """Write compare.json and compare.md for the models measured so far; return the Markdown lines."""
-    lines = [*table(rows), "", "All metrics:", "", *metrics_table(rows), "", "Where the data comes from:", "",
-             *(f"- `{r['model']}`: {r['data_note']}" for r in rows)]
+def write_results(rows: list[dict], command: str, started: float, out: Path, variants: bool, corpus: bool = False,
+                  failed: dict | None = None) -> list[str]:
+    """Write compare.json and compare.md (corpus_models.* for the corpus) for the models measured so far; return
+    the Markdown lines."""
+    lines = [*(corpus_table if corpus else table)(rows), "", "All metrics:", "", *metrics_table(rows), "",
+             "Where the data comes from:", "", *(f"- `{r['model']}`: {r['data_note']}" for r in rows)]
     if variants:
         lines += ["", "Variants: bias correction modes and model_type=\"transformer\" (headline metric, quantize "
                   "wall time):", "", *variants_table(rows)]
-    return save_run(out, "compare", command, started, rows, lines)
+    if failed:
+        lines += ["", "Failed:", "", *(f"- `{name}`: {error}" for name, error in failed.items())]
+    return save_run(out, "corpus_models" if corpus else "compare", command, started, rows, lines)
 
 
 def save_run(out: Path, stem: str, command: str, started: float, rows: list, lines: list[str]) -> list[str]:
@@ -174,16 +234,15 @@ def command_line(module: str, argv: list[str] | None) -> str:
     return f"python -m {module} {' '.join(argv if argv is not None else sys.argv[1:])}".strip()
 
 
-def publish(markdown: list[str], marker: str, to_readme: bool) -> None:
-    """Print a run's Markdown and, with `to_readme`, write it between README.md's `marker` markers."""
+def publish(markdown: list[str], marker: str, to_readme: bool, readme: Path = README) -> None:
+    """Print a run's Markdown and, with `to_readme`, write it between the `marker` markers of `readme`."""
     print("\n".join(markdown))
     if to_readme:
-        update_readme(markdown, marker)
+        update_readme(markdown, marker, readme)
 
 
-def update_readme(markdown: list[str], marker: str = "results",
-                  readme: Path = Path(__file__).parent.parent / "README.md") -> None:
-    """Replace the text between the `marker` markers of README.md with this run's tables."""
+def update_readme(markdown: list[str], marker: str = "results", readme: Path = README) -> None:
+    """Replace the text between the `marker` markers of `readme` with this run's tables."""
     text = readme.read_text()
     start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
     head, rest = text.split(start, 1)
@@ -198,26 +257,46 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help="benchmark_app rounds (0: skip speed)")
     parser.add_argument("--seconds", type=int, help="duration of each benchmark_app run")
     parser.add_argument("--quick", action="store_true", help="two models, subset 50, one short speed round")
+    parser.add_argument("--corpus", action="store_true",
+                        help="the corpus models (or --models), subset 150, no speed runs, NNCF transformer mode too")
     parser.add_argument("--variants", nargs="*", default=[], choices=VARIANTS[2:],
                         help="also run these (full / no bias correction); their table shows metric and time")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--update-readme", action="store_true", help="write the table into README.md")
+    parser.add_argument("--update-readme", action="store_true",
+                        help="write the table into README.md (benchmarks/README.md with --corpus)")
     args = parser.parse_args(argv)
-    models = args.models or (QUICK_MODELS if args.quick else DEFAULT_MODELS)
-    subset = args.subset_size or (50 if args.quick else 300)
-    rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
+    models = args.models or (corpus_models() if args.corpus else QUICK_MODELS if args.quick else DEFAULT_MODELS)
+    subset = args.subset_size or (150 if args.corpus else 50 if args.quick else 300)
+    rounds = args.rounds if args.rounds is not None else (0 if args.corpus else 1 if args.quick else 3)
     seconds = args.seconds or (5 if args.quick else 10)
+    variants = tuple(dict.fromkeys([*args.variants, *(CORPUS_VARIANTS if args.corpus else ())]))
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    rows = []
+    rows: list[dict] = []
+    failed: dict[str, str] = {}
     command = command_line("benchmarks.compare", argv)
     for name in models:
         print(f"== {name}", flush=True)
-        rows.append(measure(name, subset, rounds, seconds, args.out / "irs", tuple(args.variants)))
-        print("\n".join(table(rows[-1:])), flush=True)
-        markdown = write_results(rows, command, started, args.out, bool(args.variants))  # after each model
-    publish(markdown, "results", args.update_readme)
-    return 0
+        try:
+            rows.append(measure(name, subset, rounds, seconds, args.out / "irs", variants))
+            print("\n".join((corpus_table if args.corpus else table)(rows[-1:])), flush=True)
+        except (ImportError, subprocess.CalledProcessError) as error:  # a missing package, a tool that failed
+            failed[name] = failure_message(error)
+            print(f"{name} failed: {failed[name]}", flush=True)
+        if rows:  # after each model
+            markdown = write_results(rows, command, started, args.out, bool(args.variants), args.corpus, failed)
+    if rows:
+        publish(markdown, "corpus_models" if args.corpus else "results", args.update_readme,
+                BENCHMARKS_README if args.corpus else README)
+    return 1 if failed else 0
+
+
+def failure_message(error: Exception) -> str:
+    """The error; for a failed worker, its variant, exit code and last line of stderr."""
+    if isinstance(error, subprocess.CalledProcessError):
+        last = error.stderr.decode(errors="replace").strip().splitlines()[-1:] if error.stderr else []
+        return f"worker {error.cmd[3]} exited with {error.returncode}: {' '.join(last)}"
+    return str(error)
 
 
 if __name__ == "__main__":
