@@ -52,6 +52,7 @@ _REGISTRY: Dict[str, Callable[[], ModelSpec]] = {
     "nudenet_yolov8n": _factory("nudenet_yolo", "NudeNetYoloSpec"),
     "blazeface": _factory("mediapipe_face", "BlazeFaceSpec"),
     "face_mesh": _factory("mediapipe_face", "FaceMeshSpec"),
+    "magika": _factory("magika_filetype", "MagikaSpec"),
 }
 
 # what each model needs beyond numpy + openvino, checked before its module is imported
@@ -75,6 +76,7 @@ _REQUIRES = {
     "nudenet_yolov8n": ("nudenet", "skimage", "PIL"),
     "blazeface": ("mediapipe", "skimage", "PIL"),
     "face_mesh": ("mediapipe", "skimage", "PIL"),
+    "magika": ("magika", "matplotlib", "skimage", "sklearn"),
 }
 
 MODEL_NAMES = tuple(_REGISTRY)

@@ -46,6 +46,8 @@ PIP_NAMES = {
     "facenet_pytorch": "facenet-pytorch==2.6.0 (pip install --no-deps)",
     "nudenet": "nudenet==3.4.2 (pip install --no-deps)",
     "mediapipe": "mediapipe==0.10.14 (pip install --no-deps: only its .tflite files are read)",
+    "magika": "magika==1.0.3 (pip install --no-deps)",
+    "sklearn": "scikit-learn",
 }
 
 _core: Optional[ov.Core] = None
