@@ -53,6 +53,7 @@ _REGISTRY: Dict[str, Callable[[], ModelSpec]] = {
     "blazeface": _factory("mediapipe_face", "BlazeFaceSpec"),
     "face_mesh": _factory("mediapipe_face", "FaceMeshSpec"),
     "magika": _factory("magika_filetype", "MagikaSpec"),
+    "silero_vad": _factory("silero_vad", "SileroVadSpec"),
 }
 
 # what each model needs beyond numpy + openvino, checked before its module is imported
@@ -77,6 +78,7 @@ _REQUIRES = {
     "blazeface": ("mediapipe", "skimage", "PIL"),
     "face_mesh": ("mediapipe", "skimage", "PIL"),
     "magika": ("magika", "matplotlib", "skimage", "sklearn"),
+    "silero_vad": ("silero_vad", "espeakng_loader", "scipy", "PIL", "matplotlib"),
 }
 
 MODEL_NAMES = tuple(_REGISTRY)

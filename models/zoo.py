@@ -48,6 +48,9 @@ PIP_NAMES = {
     "mediapipe": "mediapipe==0.10.14 (pip install --no-deps: only its .tflite files are read)",
     "magika": "magika==1.0.3 (pip install --no-deps)",
     "sklearn": "scikit-learn",
+    "silero_vad": "silero-vad==6.2.3 (pip install --no-deps)",
+    "espeakng_loader": "espeakng-loader==0.2.4",
+    "scipy": "scipy",
 }
 
 _core: Optional[ov.Core] = None
