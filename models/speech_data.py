@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ctypes
 from functools import lru_cache
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -41,14 +41,16 @@ class _Engine:
             self._chunks.append(np.ctypeslib.as_array(wav, (count,)).astype(np.float32) / 32768.0)
         return 0
 
-    def say(self, text: str, voice: bytes, words_per_minute: int, pitch: int) -> np.ndarray:
-        """The utterance at 16 kHz, float32 in [-1, 1]."""
+    def say(self, text: str, voice: bytes, words_per_minute: int, pitch: Optional[int] = None) -> np.ndarray:
+        """The utterance at 16 kHz, float32 in [-1, 1]; pitch None keeps the voice's own."""
         from scipy.signal import resample_poly
 
         self._chunks = []
-        self.lib.espeak_SetVoiceByName(voice)
+        if self.lib.espeak_SetVoiceByName(voice) != 0:
+            raise ValueError(f"eSpeak NG has no voice {voice!r}")
         self.lib.espeak_SetParameter(_RATE, words_per_minute, 0)
-        self.lib.espeak_SetParameter(_PITCH, pitch, 0)
+        if pitch is not None:
+            self.lib.espeak_SetParameter(_PITCH, pitch, 0)
         data = text.encode()
         self.lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
         self.lib.espeak_Synchronize()

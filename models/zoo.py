@@ -53,6 +53,7 @@ PIP_NAMES = {
     "scipy": "scipy",
     "torchcrepe": "torchcrepe==0.0.24 (pip install --no-deps)",
     "basic_pitch": "basic-pitch==0.4.0 (pip install --no-deps)",
+    "resemblyzer": "resemblyzer==0.1.4 (pip install --no-deps)",
 }
 
 _core: Optional[ov.Core] = None
