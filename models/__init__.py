@@ -107,3 +107,8 @@ def get_model(name: str) -> ModelSpec:
         spec.requires = _REQUIRES[name]
         _instances[name] = spec
     return _instances[name]
+
+
+# real pretrained models of further families: face / body detectors, landmarks, page orientation, file types, audio
+CORPUS_NEW_FAMILIES = ("text_orientation", "mtcnn_onet", "nudenet_yolov8n", "blazeface", "face_mesh", "magika",
+                       "silero_vad", "crepe_tiny", "basic_pitch", "speaker_encoder")

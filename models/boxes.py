@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .metrics import detection_scores, iou, match_boxes
+from .zoo import EVAL, Item, ModelLike, ModelSpec, run
 
 Detection = Tuple[int, float, Tuple[float, float, float, float]]  # class, score, (x0, y0, x1, y1)
 
@@ -33,3 +34,27 @@ def agreement_with_reference(reference: Sequence[List[Detection]], detections: S
             predicted += len(det_boxes)
             truths += len(ref_boxes)
     return {**detection_scores(hits, predicted, truths), "reference_boxes": truths}
+
+
+class DetectorSpec(ModelSpec):
+    """A detector without box labels: a variant is scored by how well its detections match FP32's."""
+
+    headline = "fscore"
+
+    def __init__(self) -> None:
+        self._reference: Dict[tuple, List[List[Detection]]] = {}
+
+    def decode(self, outputs: List[np.ndarray]) -> List[Detection]:
+        """One image's detections from the model's outputs."""
+        raise NotImplementedError
+
+    def _detect(self, model: ModelLike, items: List[Item]) -> List[List[Detection]]:
+        return [self.decode(outputs) for outputs in run(model, items)]
+
+    def evaluate(self, model_or_xml: ModelLike, n: Optional[int] = None, seed: int = 1) -> Dict[str, Any]:
+        """fscore / precision / recall of the model's detections against FP32's (see agreement_with_reference)."""
+        n = self.default_n if n is None else n
+        items = self.make_items(n, seed, EVAL)
+        if (n, seed) not in self._reference:
+            self._reference[(n, seed)] = self._detect(self.xml_path(), items)
+        return {**agreement_with_reference(self._reference[(n, seed)], self._detect(model_or_xml, items)), "n": n}

@@ -80,7 +80,7 @@ def pitch_cents(activation: np.ndarray) -> float:
     best = int(activation.argmax())
     lo, hi = max(0, best - 4), min(len(activation), best + 5)
     weights = activation[lo:hi].astype(np.float64)
-    return float(CENTS_PER_BIN * (np.arange(lo, hi) @ weights) / max(weights.sum(), 1e-12) + CENTS_OFFSET)
+    return float(CENTS_PER_BIN * np.sum(np.arange(lo, hi) * weights) / max(weights.sum(), 1e-12) + CENTS_OFFSET)
 
 
 class CrepeTinySpec(ModelSpec):

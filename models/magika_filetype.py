@@ -82,7 +82,7 @@ class MagikaSpec(ModelSpec):
     name = "magika"
     headline = "top1_agreement"
     default_n = 300
-    data_note = ("Model: magika standard_v3_3 model.onnx from magika==1.0.3 (--no-deps); data: files of the installed "
+    data_note = ("Model: magika standard_v3_3 model.onnx from magika==1.0.3; data: files of the installed "
                  "matplotlib, scikit-image, scikit-learn and numpy packages (Python, C headers, fonts, images, "
                  "CSV, text, ELF libraries, ...), split into calibration and evaluation by a hash of the path, "
                  "drawn with every file name suffix equally likely; no labels: top-1 content type agreement with FP32.")

@@ -18,7 +18,7 @@ import openvino as ov
 from PIL import Image
 
 from . import imagenet_photos
-from .boxes import Detection, agreement_with_reference, nms
+from .boxes import Detection, DetectorSpec, nms
 from .scenes import photo_with_faces, resized
 from .zoo import EVAL, Item, ModelLike, ModelSpec, core, rng_for, run
 
@@ -47,9 +47,8 @@ def blazeface_anchors() -> np.ndarray:
     return np.concatenate(centres).astype(np.float32)
 
 
-class BlazeFaceSpec(ModelSpec):
+class BlazeFaceSpec(DetectorSpec):
     name = "blazeface"
-    headline = "fscore"
     default_n = 300
     size = 128
     score_threshold = 0.5
@@ -60,7 +59,7 @@ class BlazeFaceSpec(ModelSpec):
                  "detections (score >= 0.5, NMS 0.3) against FP32's at IoU 0.5.")
 
     def __init__(self) -> None:
-        self._reference: Dict[tuple, List[List[Detection]]] = {}
+        super().__init__()
         self._anchors = blazeface_anchors()
 
     def build(self) -> ov.Model:
@@ -76,9 +75,10 @@ class BlazeFaceSpec(ModelSpec):
             items.append({"input": (square / 127.5 - 1.0)[None]})
         return items
 
-    def decode(self, regressors: np.ndarray, logits: np.ndarray) -> List[Detection]:
+    def decode(self, outputs: List[np.ndarray]) -> List[Detection]:
         """Box centres are offsets from the anchor centres and sizes are fractions of the input, both in input
         pixels; scores are the sigmoid of the logits."""
+        regressors, logits = outputs
         raw = regressors[0] / self.size
         scores = 1 / (1 + np.exp(-np.clip(logits[0, :, 0].astype(np.float64), -100, 100)))
         keep = scores >= self.score_threshold
@@ -87,16 +87,6 @@ class BlazeFaceSpec(ModelSpec):
         boxes, scores = np.concatenate([centre - half, centre + half], 1), scores[keep]
         return [(0, float(scores[i]), tuple(map(float, boxes[i]))) for i in nms(boxes, scores, self.nms_iou)]
 
-    def _detect(self, model: ModelLike, items: List[Item]) -> List[List[Detection]]:
-        return [self.decode(*out) for out in run(model, items)]
-
-    def evaluate(self, model_or_xml: ModelLike, n: Optional[int] = None, seed: int = 1) -> Dict[str, Any]:
-        """fscore / precision / recall of the model's faces against FP32's (see boxes.agreement_with_reference)."""
-        n = self.default_n if n is None else n
-        items = self.make_items(n, seed, EVAL)
-        if (n, seed) not in self._reference:
-            self._reference[(n, seed)] = self._detect(self.xml_path(), items)
-        return {**agreement_with_reference(self._reference[(n, seed)], self._detect(model_or_xml, items)), "n": n}
 
 
 def face_crop(rng: np.random.Generator, pool: int, size: int) -> np.ndarray:

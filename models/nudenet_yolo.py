@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import List
 
 import numpy as np
 import openvino as ov
 from PIL import Image
 
-from .boxes import Detection, agreement_with_reference, nms
+from .boxes import Detection, DetectorSpec, nms
 from .scenes import photo_with_faces
-from .zoo import EVAL, Item, ModelLike, ModelSpec, core, rng_for, run
+from .zoo import Item, core, rng_for
 
 INPUT_NAME = "images"
 SIZE = 320
@@ -53,17 +53,13 @@ def decode(output: np.ndarray) -> List[Detection]:
     return [(int(classes[i]), float(scores[i]), tuple(map(float, boxes[i]))) for i in nms(boxes, scores, NMS_IOU)]
 
 
-class NudeNetYoloSpec(ModelSpec):
+class NudeNetYoloSpec(DetectorSpec):
     name = "nudenet_yolov8n"
-    headline = "fscore"
     default_n = 200
     data_note = ("Model: YOLOv8n 320n.onnx from nudenet==3.4.2 (--no-deps); data: random crops of the photos "
                  "bundled with scikit-image with 0-4 lfw_subset faces pasted in (calibration and evaluation from "
                  "disjoint photo halves and faces), letterboxed; no "
                  "labels: F-score of the detections (score >= 0.25, NMS 0.45) against FP32's, same class, IoU 0.5.")
-
-    def __init__(self) -> None:
-        self._reference: Dict[tuple, List[List[Detection]]] = {}
 
     def build(self) -> ov.Model:
         """The ONNX model read as is, input fixed to [1,3,320,320]."""
@@ -75,13 +71,5 @@ class NudeNetYoloSpec(ModelSpec):
         rng = rng_for(seed, pool, SIZE)
         return [{INPUT_NAME: letterbox(photo_with_faces(rng, pool, SIZE, (40, 130), 4)[0])} for _ in range(n)]
 
-    def _detect(self, model: ModelLike, items: List[Item]) -> List[List[Detection]]:
-        return [decode(out[0]) for out in run(model, items)]
-
-    def evaluate(self, model_or_xml: ModelLike, n: Optional[int] = None, seed: int = 1) -> Dict[str, Any]:
-        """fscore / precision / recall of the model's detections against FP32's (see boxes.agreement_with_reference)."""
-        n = self.default_n if n is None else n
-        items = self.make_items(n, seed, EVAL)
-        if (n, seed) not in self._reference:
-            self._reference[(n, seed)] = self._detect(self.xml_path(), items)
-        return {**agreement_with_reference(self._reference[(n, seed)], self._detect(model_or_xml, items)), "n": n}
+    def decode(self, outputs: List[np.ndarray]) -> List[Detection]:
+        return decode(outputs[0])
