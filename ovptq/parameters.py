@@ -97,6 +97,8 @@ class AdvancedQuantizationParameters:
     smooth_quant_alphas: its alpha per op type (AdvancedSmoothQuantParameters).
     normalize_graph: fuse decomposed activations, normalisations and attention with OpenVINO's own front-end
         passes before placement, so `read_model(onnx)`, `convert_model` and saved IR get the same quantization.
+    safety_net: after the INT8 model is built, measure its output error against FP32 and repair the quantizers
+        that cause most of it (see `ovptq.safety_net`).
     """
 
     overflow_fix: OverflowFix | str | None = None
@@ -111,6 +113,7 @@ class AdvancedQuantizationParameters:
     smooth_quant: bool | None = None
     smooth_quant_alphas: AdvancedSmoothQuantParameters = AdvancedSmoothQuantParameters()
     normalize_graph: bool = True
+    safety_net: bool = True
 
     def normalized(self) -> "AdvancedQuantizationParameters":
         """A copy with strings parsed into enums and every value checked."""
@@ -148,7 +151,7 @@ class AdvancedQuantizationParameters:
         if self.show_progress is not None and not isinstance(self.show_progress, bool):
             raise ParameterError(f"advanced_parameters.show_progress must be True, False or None, not "
                                  f"{self.show_progress!r}.")
-        for name in ("quantize_outputs", "disable_bias_correction", "normalize_graph"):
+        for name in ("quantize_outputs", "disable_bias_correction", "normalize_graph", "safety_net"):
             if not isinstance(getattr(self, name), bool):
                 raise ParameterError(f"advanced_parameters.{name} must be True or False, "
                                      f"not {getattr(self, name)!r}.")
@@ -159,8 +162,8 @@ class AdvancedQuantizationParameters:
             disable_bias_correction=self.disable_bias_correction,
             bias_correction_threshold=self.bias_correction_threshold,
             inference_requests=self.inference_requests, show_progress=self.show_progress,
-            smooth_quant=self.smooth_quant, smooth_quant_alphas=alphas,
-            normalize_graph=self.normalize_graph)
+            smooth_quant=self.smooth_quant, smooth_quant_alphas=alphas, normalize_graph=self.normalize_graph,
+            safety_net=self.safety_net)
 
     def as_dict(self) -> dict[str, str]:
         return {f.name: str(v) for f, v in zip(fields(self), asdict(self).values())}

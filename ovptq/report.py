@@ -7,6 +7,8 @@ For every quantized linear layer (Convolution, MatMul, ...) of the INT8 model, o
   output gain        with `ablation`: how many dB the model outputs' SQNR against FP32 gains when only this layer is
                      put back in float in the INT8 model (its input quantizers bypassed, its FP32 weight restored);
                      one compilation per layer, so slower, but it ranks by effect on the outputs.
+With `ablation`, every quantizer is also ranked on its own, layer or not: each FakeQuantize (on the inputs of Add,
+Multiply, Concat, both inputs of a MatMul, ...) and each int8 weight, by the output SQNR gained with it alone in float.
 Both errors as SQNR in dB over all samples (higher is better), computed on the layer's output before its bias.
 Layers are ranked by own SQNR, worst first: the first names are those to try in an IgnoredScope. Reported are the
 layers with a quantizer right at an input (weights, or an activation FakeQuantize feeding the op); an activation x
@@ -18,7 +20,7 @@ its producer, and both errors of a layer that took 1/s into its weights (it outp
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,10 +41,18 @@ class LayerError:
     output_gain_db: float | None = None
 
 
+@dataclass(frozen=True)
+class QuantizerGain:
+    quantizer: str
+    feeds: str            # "activation -> Add", "weight -> Convolution", ...
+    output_gain_db: float
+
+
 @dataclass
 class ErrorReport:
     layers: list[LayerError]
     samples: int
+    quantizers: list[QuantizerGain] = field(default_factory=list)  # with ablation: every quantizer, best gain first
 
     def ranked(self) -> list[LayerError]:
         """Worst first: by output gain when measured (largest first), else by own SQNR (smallest first)."""
@@ -61,13 +71,18 @@ class ErrorReport:
                          f"{error.accumulated_sqnr_db:7.1f}{gain}")
         worst = [error.layer for error in self.ranked()[:5]]
         lines.append(f"To try: ovptq.IgnoredScope(names={worst!r})")
+        if self.quantizers:
+            lines += ["", "Every quantizer, output SQNR gained with it alone in float (dB), largest first:",
+                      f"{'quantizer':<60} {'feeds':<30} {'gain':>7}"]
+            lines += [f"{q.quantizer[-60:]:<60} {q.feeds[:30]:<30} {q.output_gain_db:7.2f}" for q in self.quantizers]
         return "\n".join(lines)
 
     def to_json(self) -> str:
         def finite(value):
             return None if np.isnan(value) else value if np.isfinite(value) else "inf"
         layers = [{k: finite(v) if isinstance(v, float) else v for k, v in asdict(e).items()} for e in self.ranked()]
-        return json.dumps({"samples": self.samples, "layers": layers}, indent=1)
+        return json.dumps({"samples": self.samples, "layers": layers,
+                           "quantizers": [asdict(q) for q in self.quantizers]}, indent=1)
 
     def plot(self, path: str | Path) -> Path:
         """Own and accumulated SQNR per layer in model order (needs matplotlib; leaves its backend alone)."""
@@ -105,6 +120,11 @@ def layer_errors(fp32_model: ov.Model, int8_model: ov.Model, dataset: Dataset, s
     accumulated = measure.run(core, measure.outputs_of(int8_model, names), feeds)
     keep_weights = folded | multiplied | took_factor  # their FP32 weights are in other coordinates
     gains = measure.output_gains(core, fp32_model, int8_model, names, keep_weights, feeds) if ablation else {}
+    quantizers = []
+    if ablation:
+        every = measure.quantizer_gains(core, fp32_model, int8_model, keep_weights, feeds)
+        quantizers = sorted((QuantizerGain(name, feeds_, gain) for name, (feeds_, gain) in every.items()),
+                            key=lambda q: -q.output_gain_db)
     results = []
     for index, op in enumerate(layers):
         name = op.get_friendly_name()
@@ -112,4 +132,4 @@ def layer_errors(fp32_model: ov.Model, int8_model: ov.Model, dataset: Dataset, s
                                                                                    own[len(names) + index])
         accumulated_db = float("nan") if name in took_factor else measure.sqnr_db(own[index], accumulated[index])
         results.append(LayerError(name, op.get_type_name(), own_db, accumulated_db, gains.get(name)))
-    return ErrorReport(results, len(feeds))
+    return ErrorReport(results, len(feeds), quantizers)

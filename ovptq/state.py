@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ovptq.graph.graph import Graph
     from ovptq.ranges.formulas import FQParams
     from ovptq.ranges.weights import QuantizedWeight
+    from ovptq.safety_net import SafetyNet
     from ovptq.scope import IgnoredScope
     from ovptq.smooth_quant import Smoothing
 
@@ -83,6 +84,7 @@ class State:
     weights: Mapping[str, QuantizedWeight] = field(default_factory=dict)     # weighted op -> its int8 weight
     bias_correction: BiasCorrection | None = None
     result: ov.Model | None = None               # the INT8 model (or, with nothing to quantize, a copy)
+    safety_net: SafetyNet | None = None          # what the check of the INT8 model measured and repaired
     finished: bool = False                       # nothing more to do: the pipeline stops
 
     def range_statistics(self) -> Mapping:

@@ -112,3 +112,27 @@ def test_smooth_quant_is_found_from_the_rt_info_not_from_op_names():
     assert np.isnan(report["proj1"].accumulated_sqnr_db)  # it took proj2's 1/s: it outputs y / s
     # ffn2 reads x / s from a Multiply: its shadow applies it too, so its own error is small
     assert report["ffn2"].own_sqnr_db > 25 and report["ffn2"].accumulated_sqnr_db > 20
+
+
+def test_ablation_ranks_every_quantizer_including_those_of_an_add():
+    model = builders.residual_block()
+    plain = ovptq.AdvancedQuantizationParameters(disable_bias_correction=True, safety_net=False)
+    int8 = ovptq.quantize(model, ovptq.Dataset(DATA), advanced_parameters=plain)
+    report = layer_errors(model, int8, ovptq.Dataset(DATA), samples=4, ablation=True)
+    gains = {q.quantizer: q for q in report.quantizers}
+    fq_names = {op.get_friendly_name() for op in int8.get_ordered_ops() if op.get_type_name() == "FakeQuantize"}
+    assert fq_names <= set(gains) and {"conv1/fq_weights_1", "conv4/fq_weights_1"} <= set(gains)
+    on_add = [q for q in report.quantizers if "Add" in q.feeds and q.feeds.startswith("activation")]
+    assert on_add  # a quantizer no layer owns is ranked too
+    bypassed = int8.clone()
+    fq = node(bypassed, on_add[0].quantizer)
+    for target in list(fq.output(0).get_target_inputs()):
+        target.replace_source_output(fq.input_value(0))
+
+    def output_sqnr(candidate):
+        return sqnr_db([builders.infer(model, x)[0] for x in DATA[:4]], [builders.infer(candidate, x)[0]
+                                                                         for x in DATA[:4]])
+    assert on_add[0].output_gain_db == pytest.approx(output_sqnr(bypassed) - output_sqnr(int8), abs=0.05)
+    assert [q.output_gain_db for q in report.quantizers] == sorted((q.output_gain_db for q in report.quantizers),
+                                                                   reverse=True)
+    assert "Every quantizer" in str(report) and json.loads(report.to_json())["quantizers"]

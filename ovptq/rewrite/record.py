@@ -42,4 +42,8 @@ def summary(state: State, seconds: float) -> str:
         parts.append(f"bias corrected on {correction.corrected()} of {len(correction.records)} layers")
     if state.smoothing is not None and state.smoothing.where:
         parts.append(f"SmoothQuant on {len(state.smoothing.where)} tensors")
+    if state.safety_net is not None:
+        net = state.safety_net
+        parts.append(f"output SQNR {net.sqnr_after_db:.1f} dB after {len(net.repairs)} safety-net repairs"
+                     if net.repairs else f"output SQNR {net.sqnr_after_db:.1f} dB, no repair needed")
     return "; ".join(parts) + ". ovptq.inspect(model) shows which layers the CPU runs in int8."

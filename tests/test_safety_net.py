@@ -1,0 +1,92 @@
+"""The safety net: it finds and repairs a planted bad quantizer, and leaves a healthy model alone."""
+
+import importlib
+import json
+from dataclasses import replace
+from types import MappingProxyType
+
+import builders
+import numpy as np
+
+import ovptq
+from ovptq import measure, pipeline, safety_net
+from ovptq.ranges.formulas import symmetric_activation
+from ovptq.rewrite import rewrite
+
+quantize_module = importlib.import_module("ovptq.quantize")
+DATA = builders.images(12, seed=2)
+BEFORE_THE_NET = quantize_module.DEFAULT_STAGES[:-1]
+
+
+def built(model):
+    """The state after the rewrite, the safety net not run yet."""
+    options = quantize_module._parse_options(None, "ANY", 300, True, None, None, None, None)
+    state = pipeline.run(quantize_module.start(model, ovptq.Dataset(DATA), options), BEFORE_THE_NET)
+    return replace(state, stages=quantize_module.DEFAULT_STAGES)  # the net's record goes in the rt_info
+
+
+def planted(state, name, shrink=40.0):
+    """The state with quantizer `name`'s range cut to 1/shrink: most of its tensor clips."""
+    params = state.activation_ranges[name]
+    bad = symmetric_activation(params.low, params.high / shrink)
+    ranges = MappingProxyType({**state.activation_ranges, name: bad})
+    state = replace(state, activation_ranges=ranges)
+    return replace(state, result=rewrite.apply(state.model, rewrite.edits_of(state)))
+
+
+def test_a_planted_bad_quantizer_is_found_and_repaired_and_nothing_else_changes():
+    state = built(builders.residual_block())
+    bad = "relu2/fq_output_0"
+    assert bad in state.activation_ranges
+    broken = planted(state, bad)
+    checked = safety_net.STAGE.run(broken)
+    net = checked.safety_net
+    assert net.sqnr_before_db < safety_net.HEALTHY_DB
+    assert [r.unit for r in net.repairs] == [bad]
+    assert net.sqnr_after_db > net.sqnr_before_db + 10
+    assert net.measurements <= safety_net.MAX_MEASUREMENTS
+    others = {k: v for k, v in checked.activation_ranges.items() if k != bad}
+    assert all(others[k] is state.activation_ranges[k] for k in others)
+    if net.repairs[0].change == "float":
+        assert bad not in {q.name for q in checked.plan.activations}
+    else:
+        assert checked.activation_ranges[bad] is not broken.activation_ranges[bad]
+    record = json.loads(checked.result.get_rt_info(["ovptq", "safety_net"]).astype(str))
+    assert record["repairs"][0]["quantizer"] == bad and record["sqnr_after_db"] > record["sqnr_before_db"]
+    feeds = measure.bind(ovptq.Dataset(DATA), state.model, 8)
+    reference = measure.run(state.core, state.model, feeds)
+    assert measure.output_sqnr(reference, measure.run(state.core, checked.result, feeds)) > \
+        measure.output_sqnr(reference, measure.run(state.core, broken.result, feeds)) + 10
+
+
+def test_a_healthy_model_is_left_as_it_was():
+    state = built(builders.residual_block())
+    checked = safety_net.STAGE.run(state)
+    assert checked.safety_net.repairs == () and checked.safety_net.measurements == 1
+    assert checked.safety_net.sqnr_before_db >= safety_net.HEALTHY_DB
+    assert checked.plan is state.plan and checked.activation_ranges is state.activation_ranges
+    ours = [(op.get_type_name(), op.get_friendly_name()) for op in checked.result.get_ordered_ops()]
+    assert ours == [(op.get_type_name(), op.get_friendly_name()) for op in state.result.get_ordered_ops()]
+
+
+def test_localise_bisects_to_the_unit_that_gains_most_with_few_measurements():
+    units = [safety_net.Unit(f"u{i}", (f"u{i}",)) for i in range(48)]
+    calls = []
+
+    def gain(part):
+        calls.append(part)
+        return 6.0 if units[29] in part else 0.1 * len(part) / 48
+
+    found = safety_net.localise(units, gain, {})
+    assert found == ([units[29]], 6.0)
+    assert len(calls) == safety_net.GROUPS + 2 * 3  # groups of 8, then 8 -> 4 -> 2 -> 1
+
+
+def test_the_net_is_a_stage_of_the_default_call_and_can_be_switched_off():
+    model = builders.residual_block()
+    on = ovptq.quantize(model, ovptq.Dataset(DATA))
+    assert json.loads(on.get_rt_info(["ovptq", "safety_net"]).astype(str))["repairs"] == []
+    off = ovptq.quantize(model, ovptq.Dataset(DATA),
+                         advanced_parameters=ovptq.AdvancedQuantizationParameters(safety_net=False))
+    assert not off.has_rt_info(["ovptq", "safety_net"])
+    np.testing.assert_array_equal(builders.infer(on, DATA[0])[0], builders.infer(off, DATA[0])[0])
