@@ -36,6 +36,13 @@ def output_sqnr(reference: list[list[np.ndarray]], got: list[list[np.ndarray]]) 
     return sqnr_db([r for r, _ in pairs], [g for _, g in pairs])
 
 
+def worst_output_sqnr(reference: list[list[np.ndarray]], got: list[list[np.ndarray]]) -> float:
+    """The lowest SQNR of any one float output over the samples (`run` results of two models): a model's small
+    output (a probability) counts as much as a large one (its recurrent state)."""
+    per_output = [sqnr_db(ref, out) for ref, out in zip(reference, got) if ref and ref[0].dtype.kind == "f"]
+    return min(per_output, default=float("inf"))
+
+
 def bind(dataset: Dataset, model: ov.Model, samples: int) -> list[dict]:
     """The first `samples` infer-request feeds of `dataset` for `model`."""
     inputs = ModelInput.of(model)

@@ -1,7 +1,8 @@
 """The safety net: measure the INT8 model's output error against FP32, find the quantizers that cause most of it,
 and repair them. A stage of its own, after the rewrite.
 
-    SQNR = 10 log10(sum y^2 / sum (y - y_q)^2) over the model's float outputs on the first SAMPLES calibration items
+    SQNR = 10 log10(sum y^2 / sum (y - y_q)^2) over the first SAMPLES calibration items, for each float output;
+    the check reads the lowest (a VAD's probability counts as much as its large recurrent state)
 
 1. Check: the INT8 model's SQNR. At HEALTHY_DB or above, nothing else is done (one compile of each model).
 2. Localise. Every quantizer is a unit: an activation FakeQuantize (the quantizers of one Concat group together)
@@ -127,8 +128,8 @@ class _Meter:
 
     def sqnr(self, edits: ModelEdits) -> float:
         self.count += 1
-        return measure.output_sqnr(self.reference, measure.run(self.state.core,
-                                                               rewrite.apply(self.state.model, edits), self.feeds))
+        got = measure.run(self.state.core, rewrite.apply(self.state.model, edits), self.feeds)
+        return measure.worst_output_sqnr(self.reference, got)
 
 
 def localise(units: list[Unit], gain: Callable[[list[Unit]], float], group_gains: dict[tuple[Unit, ...], float]

@@ -53,13 +53,15 @@ class IgnoredScope:
 
 def resolve_ignored(graph: Graph, scope: IgnoredScope | None, renamed: dict[str, str] | None = None
                     ) -> dict[str, str]:
-    """Map each ignored node to the rule that ignores it. `renamed` maps de-duplicated names to the originals; a
-    node also answers to the names of the caller's ops that graph normalisation fused into it."""
+    """Map each ignored node to the rule that ignores it. `renamed` maps de-duplicated names to the originals. A name
+    no op has any more (graph normalisation fused that op away) means the data ops it was fused into; a pattern
+    matches those names too."""
     ignored: dict[str, str] = {}
     if scope is None:
         return ignored
     renamed = renamed or {}
-    original = {node: caller_names(graph.op(node)) | {renamed.get(node, node)} for node in graph.order}
+    own = {node: renamed.get(node, node) for node in graph.order}
+    original = {node: caller_names(graph.op(node)) | {own[node]} for node in graph.order}
     unmatched: list[str] = []
 
     def mark(nodes: list[str], rule: str) -> None:
@@ -69,7 +71,8 @@ def resolve_ignored(graph: Graph, scope: IgnoredScope | None, renamed: dict[str,
             ignored.setdefault(node, rule)
 
     for name in scope.names:
-        mark([n for n in graph.order if name in original[n]], f"names: {name!r}")
+        exact = [n for n in graph.order if own[n] == name]
+        mark(exact or [n for n in graph.order if graph.is_data(n) and name in original[n]], f"names: {name!r}")
     for pattern in scope.patterns:
         regex = re.compile(pattern)
         mark([n for n in graph.order if graph.is_data(n) and any(map(regex.match, original[n]))],

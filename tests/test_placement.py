@@ -169,3 +169,21 @@ def test_rotary_embedding_angles_stay_float_weights_included():
     assert plan.float_rules == {"angles": "rotary embedding angles"}
     assert [w.node for w in plan.weights] == ["proj"]
     assert "positions:0" not in plan.summary()["activations"]
+
+
+def score_head(then_conv: bool):
+    """conv -> sigmoid -> ReduceMean over space -> (a 1x1 conv ->) output: a detector's score, a VAD's probability."""
+    import numpy as np
+    import openvino.opset13 as ops
+    x = ops.parameter([1, 3, 8, 8], np.float32, name="input")
+    y = ops.sigmoid(builders.conv(x, 4, "conv1"), name="probability")
+    y = ops.reduce_mean(y, np.array([2, 3], np.int64), True, name="mean")
+    return builders.model(builders.conv(y, 2, "head", kernel=1) if then_conv else y, x)
+
+
+def test_an_op_without_weights_gets_input_quantizers_only_when_an_int8_kernel_follows():
+    assert tensors(plan_of(score_head(then_conv=False))) == {"input:0"}
+    assert tensors(plan_of(score_head(then_conv=True))) == {"input:0", "probability:0", "mean:0"}
+    assert "probability:0" in tensors(plan_of(score_head(then_conv=False), quantize_outputs=True))
+    ranges = {q.name: q for q in plan_of(score_head(then_conv=True)).activations}
+    assert all(not q.zero_point_free for q in ranges.values())

@@ -7,6 +7,7 @@ from types import MappingProxyType
 
 import builders
 import numpy as np
+import pytest
 
 import ovptq
 from ovptq import measure, pipeline, safety_net
@@ -90,3 +91,12 @@ def test_the_net_is_a_stage_of_the_default_call_and_can_be_switched_off():
                          advanced_parameters=ovptq.AdvancedQuantizationParameters(safety_net=False))
     assert not off.has_rt_info(["ovptq", "safety_net"])
     np.testing.assert_array_equal(builders.infer(on, DATA[0])[0], builders.infer(off, DATA[0])[0])
+
+
+def test_the_check_reads_the_worst_output_not_the_pooled_error():
+    state_output = [np.full(128, 10.0)]
+    probability = [np.array([0.9])]
+    reference = [state_output, probability]
+    got = [[np.full(128, 10.0)], [np.array([0.45])]]    # the state exact, the probability halved
+    assert measure.output_sqnr(reference, got) > 20     # pooled, the error hides in the large state
+    assert measure.worst_output_sqnr(reference, got) == pytest.approx(10 * np.log10(0.81 / 0.45 ** 2))

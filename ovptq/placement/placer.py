@@ -80,7 +80,11 @@ def plan_quantizers(graph: Graph, ignored: dict[str, str], options: PlacementOpt
 
 def _initial_demands(graph: Graph, ignored: dict[str, str], fused: set[str],
                      quantize_outputs: bool) -> dict[Port, _Demand]:
+    """The input quantizers each op wants. An op without weights wants them only when an int8 kernel (a weighted
+    op) lies downstream: the quantizers of a ReduceMean that feeds only a model output buy no int8 kernel and cost
+    accuracy (a VAD's speech probability clipped below its 0.5 threshold, seen on silero_vad)."""
     demands: dict[Port, _Demand] = {}
+    before_kernels = _upstream_of_weighted_ops(graph)
     for node in graph.order:
         if not graph.is_data(node) or node in ignored or node in fused:
             continue
@@ -104,10 +108,24 @@ def _initial_demands(graph: Graph, ignored: dict[str, str], fused: set[str],
                 continue          # weights computed at run time: the plugin cannot run this op in int8
         elif not rule.with_constant and len(inputs) < 2:
             continue              # x op constant: a lone quantizer here buys nothing
+        elif node not in before_kernels and not quantize_outputs:
+            continue              # no int8 kernel downstream
         per_channel = rule.per_channel_input and is_depthwise(graph, node)
         for port in inputs:
             demands[Port(node, port)] = _Demand(per_channel, symmetric)
     return demands
+
+
+def _upstream_of_weighted_ops(graph: Graph) -> set[str]:
+    """Every node with a weighted op (Convolution, MatMul, ...) somewhere downstream of it."""
+    stack = [n for n in graph.order if (rule := OP_RULES.get(graph.type(n))) is not None and rule.role is Role.WEIGHTED]
+    found: set[str] = set()
+    while stack:
+        for parent in graph.nx.predecessors(stack.pop()):
+            if parent not in found:
+                found.add(parent)
+                stack.append(parent)
+    return found
 
 
 def _propagate(graph: Graph, demands: dict[Port, _Demand],
@@ -205,18 +223,17 @@ def _finalize(quantizers: list[ActivationQuantizer], joined: list[frozenset[int]
     for q in quantizers:
         if q.group is not None:
             members[root(q.group)].append(q)
-    group_symmetric = {g: any(q.symmetric for q in qs) or symmetric_preset for g, qs in members.items()}
+    group_needs = {g: any(q.symmetric for q in qs) for g, qs in members.items()}
     numbering = {g: i for i, g in enumerate(sorted(members))}
     result = []
     for q in quantizers:
         if q.group is None:
-            symmetric = q.symmetric or symmetric_preset
             result.append(ActivationQuantizer(q.name, q.producer, q.port, q.consumers, q.whole, q.per_channel,
-                                              symmetric, None))
+                                              q.symmetric or symmetric_preset, None, q.symmetric))
         else:
             g = root(q.group)
             result.append(ActivationQuantizer(q.name, q.producer, q.port, q.consumers, q.whole, False,
-                                              group_symmetric[g], numbering[g]))
+                                              group_needs[g] or symmetric_preset, numbering[g], group_needs[g]))
     return sorted(result, key=lambda q: q.name)
 
 

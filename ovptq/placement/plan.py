@@ -22,6 +22,7 @@ class ActivationQuantizer:
     per_channel: bool = False   # one range per channel (axis 1); only for inputs of depthwise convolutions
     symmetric: bool = True
     group: int | None = None    # quantizers of one group share one range (Concat inputs)
+    zero_point_free: bool = False  # a consumer runs int8 only without a zero point: symmetric, whatever the range
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,13 @@ Estimators (`RangeEstimator`): per-tensor quantizers default to MEAN_MINMAX (mea
 min/max, or abs-max when symmetric), per-channel ones to MINMAX (global min/max per channel). Quantizers of one
 unified group (Concat inputs) share one range: the widest of the members'.
 
+A symmetric quantizer whose tensor is one-sided (`one_sided`: e.g. [-0.37, 10]) gets an asymmetric range instead,
+unless a consumer needs zero-point-free inputs (activation x activation MatMuls, deconvolutions) or it is per channel.
+
 Sign of a symmetric quantizer: signed when the most negative value seen is more than half a step of the
-unsigned grid below 0 (-min > ih / 255 / 2); smaller negatives are clipped at 0 with no more error than rounding
-adds, and the tensor keeps twice the resolution.
+unsigned grid below 0 (-min > ih / 255 / 2), per channel for per-channel quantizers (a channel of range 0.1 cannot
+lose -0.04 to clipping because another channel reaches 20); smaller negatives are clipped at 0 with no more error
+than rounding adds, and the tensor keeps twice the resolution.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ from ovptq.placement.plan import ActivationQuantizer, QuantizationPlan
 from ovptq.ranges.formulas import ACTIVATION_LEVELS, FQParams, asymmetric_activation, symmetric_activation
 from ovptq.state import Stage, State
 from ovptq.statistics.reductions import RangeReduction, TensorStatistics
+
+
+ONE_SIDED = 0.6  # see one_sided
 
 
 def quantizer_reductions(plan: QuantizationPlan, estimator: RangeEstimator | None, quantile: float,
@@ -59,7 +66,8 @@ def _bounds(stats: TensorStatistics, estimator: RangeEstimator, symmetric: bool)
 
 
 def _symmetric(minimum: np.ndarray, absmax: np.ndarray) -> FQParams:
-    half_step = np.max(absmax) / (ACTIVATION_LEVELS - 1) / 2
+    """Per channel, a minimum within half a step of that channel's own unsigned grid counts as 0."""
+    half_step = np.asarray(absmax) / (ACTIVATION_LEVELS - 1) / 2
     return symmetric_activation(np.where(minimum < -half_step, minimum, 0.0), absmax)
 
 
@@ -86,8 +94,20 @@ def activation_params(plan: QuantizationPlan, statistics: Mapping[str, TensorSta
     params = {}
     for q in plan.activations:
         low, high = bounds[q.name]
-        params[q.name] = _symmetric(sign_min[q.name], high) if q.symmetric else asymmetric_activation(low, high)
+        if q.symmetric and not q.zero_point_free and one_sided(sign_min[q.name], low, high):
+            params[q.name] = asymmetric_activation(low, high)
+        else:
+            params[q.name] = _symmetric(sign_min[q.name], high) if q.symmetric else asymmetric_activation(low, high)
     return params
+
+
+def one_sided(sign_min: np.ndarray, low: np.ndarray, absmax: np.ndarray) -> bool:
+    """A tensor so one-sided that a signed symmetric grid wastes much of its 8 bits: it needs a sign (see the module
+    docstring), yet its range max - min is at most ONE_SIDED x the 2 x absmax a signed grid spans (an HSwish output:
+    [-0.37, 10] gives 0.52). An asymmetric grid then has steps at least 1 / ONE_SIDED times finer."""
+    half_step = float(np.max(absmax)) / (ACTIVATION_LEVELS - 1) / 2
+    signed = float(np.min(sign_min)) < -half_step
+    return signed and float(np.max(absmax)) - float(np.min(low)) <= ONE_SIDED * 2 * float(np.max(absmax))
 
 
 def _run(state: State) -> State:
