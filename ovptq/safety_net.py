@@ -8,7 +8,8 @@ and repair them. A stage of its own, after the rewrite.
 2. Localise. Every quantizer is a unit: an activation FakeQuantize (the quantizers of one Concat group together)
    or an int8 weight. The units, in model order, form GROUPS contiguous groups; each group in turn goes back to
    float and the SQNR gain is measured. The best group is bisected, keeping the better half while it still gains
-   MIN_GAIN_DB, ideally down to one unit.
+   MIN_GAIN_DB, ideally down to one unit. The quantizers the transformer rules would keep float are one more
+   candidate, measured whole: they can hurt together while no group of them alone does (basic_pitch).
    Error powers add up to first order, so the gains of the groups a repair did not touch are reused next round.
 3. Repair what was found with the cheapest fix that recovers at least FIX_SHARE of the SQNR that float recovers:
    for an activation, an asymmetric range, then the global min/max range, then a range searched between the two;
@@ -32,6 +33,8 @@ from types import MappingProxyType
 import numpy as np
 
 from ovptq import measure
+from ovptq.parameters import ModelType
+from ovptq.placement.placer import placement_options, plan_quantizers
 from ovptq.ranges.activations import state_reductions
 from ovptq.ranges.formulas import FQParams, asymmetric_activation, symmetric_activation
 from ovptq.rewrite import rewrite
@@ -43,7 +46,7 @@ log = logging.getLogger("ovptq")
 SAMPLES = 8           # calibration items the check runs on
 HEALTHY_DB = 18.0     # output SQNR at which the INT8 model needs nothing (NNCF INT8 models: 12-19 dB here)
 GROUPS = 6            # contiguous groups of units measured first
-MIN_GAIN_DB = 0.5     # a group (or unit) worth repairing gains at least this much in float
+MIN_GAIN_DB = 1.0     # a group (or unit) worth repairing gains at least this much in float
 FIX_SHARE = 0.8       # a cheap fix is kept when it recovers this share of what float recovers
 MAX_REPAIRS = 8
 MAX_MEASUREMENTS = 16  # compiled models per check, the first one included
@@ -51,11 +54,15 @@ MAX_MEASUREMENTS = 16  # compiled models per check, the first one included
 
 @dataclass(frozen=True)
 class Unit:
-    """What goes back to float, or gets a new range, together: activation quantizers (by name) or a weight."""
+    """What goes back to float, or gets a new range, together: activation quantizers (by name) and int8 weights
+    (by layer)."""
 
     name: str
     activations: tuple[str, ...] = ()
-    weight: str | None = None
+    weights: tuple[str, ...] = ()
+
+    def overlaps(self, other: "Unit") -> bool:
+        return bool(set(self.activations) & set(other.activations) or set(self.weights) & set(other.weights))
 
 
 @dataclass(frozen=True)
@@ -99,14 +106,29 @@ def units_of(state: State) -> list[Unit]:
         positioned.append((first, Unit(members[0].name, tuple(q.name for q in members))))
     for w in plan.weights:
         if not w.embedding:
-            positioned.append((graph.order_index(w.node), Unit(f"{w.node}/weights", weight=w.node)))
+            positioned.append((graph.order_index(w.node), Unit(f"{w.node}/weights", weights=(w.node,))))
     return [unit for _, unit in sorted(positioned, key=lambda p: (p[0], p[1].name))]
+
+
+def rule_units(state: State) -> list[Unit]:
+    """Units a placement rule names, tried whole and never bisected (their quantizers hurt together): the
+    quantizers the transformer rules would keep float (residual Add / Multiply, normalisation and softmax inputs),
+    those of a tensor whose every reader loses its quantizer under the rules."""
+    if state.options.model_type is ModelType.TRANSFORMER:
+        return []
+    rules = plan_quantizers(state.graph, dict(state.plan.ignored), placement_options(state, transformer=True))
+    still_read = {c for q in rules.activations for c in q.consumers}
+    kept_weights = {w.node for w in rules.weights}
+    unit = Unit("quantizers the transformer rules keep float",
+                tuple(q.name for q in state.plan.activations if not set(q.consumers) & still_read),
+                tuple(w.node for w in state.plan.weights if w.node not in kept_weights and not w.embedding))
+    return [unit] if unit.activations or unit.weights else []
 
 
 def in_float(edits: ModelEdits, units: list[Unit]) -> ModelEdits:
     """The edits without the quantizers of `units` (and without the bias corrections of their int8 weights)."""
     activations = {name for unit in units for name in unit.activations}
-    weights = {unit.weight for unit in units if unit.weight}
+    weights = {layer for unit in units for layer in unit.weights}
     return replace(edits, activations=tuple(a for a in edits.activations if a[0].name not in activations),
                    weights=tuple(w for w in edits.weights if w.quantizer.node not in weights),
                    biases=tuple(b for b in edits.biases if b.layer not in weights))
@@ -132,14 +154,14 @@ class _Meter:
         return measure.worst_output_sqnr(self.reference, got)
 
 
-def localise(units: list[Unit], gain: Callable[[list[Unit]], float], group_gains: dict[tuple[Unit, ...], float]
-             ) -> tuple[list[Unit], float] | None:
+def localise(units: list[Unit], gain: Callable[[list[Unit]], float], group_gains: dict[tuple[Unit, ...], float],
+             whole: list[Unit] = ()) -> tuple[list[Unit], float] | None:
     """The units whose float version gains most, by group ablation then bisection: the best group is halved while
-    one half still gains MIN_GAIN_DB (interacting units stay together). None when no group gains MIN_GAIN_DB.
-    `group_gains` holds the gains of groups measured before, kept across rounds; the caller drops the groups a
-    repair changed, and a group that led nowhere is marked -inf."""
+    one half still gains MIN_GAIN_DB (interacting units stay together). A unit of `whole` is measured as a group of
+    its own and, if best, returned as it is. None when nothing gains MIN_GAIN_DB. `group_gains` holds the gains of
+    groups measured before, kept across rounds; the caller drops the groups a repair changed."""
     size = max(1, -(-len(units) // GROUPS))
-    groups = [tuple(units[i:i + size]) for i in range(0, len(units), size)]
+    groups = [tuple(units[i:i + size]) for i in range(0, len(units), size)] + [(unit,) for unit in whole]
     for group in groups:
         if group not in group_gains:
             group_gains[group] = gain(list(group))
@@ -194,12 +216,12 @@ def _check(state: State) -> State:
     log.info("Safety net: output SQNR of the INT8 model against FP32 on %d samples: %.1f dB.", len(meter.feeds),
              before)
     repairs: list[Repair] = []
-    units = units_of(state)
+    units, whole = units_of(state), rule_units(state)
     floated: list[Unit] = []
     ranges: dict[str, FQParams] = {}
     group_gains: dict[tuple[Unit, ...], float] = {}
     while current < HEALTHY_DB and len(repairs) < MAX_REPAIRS and units and meter.count < MAX_MEASUREMENTS:
-        found = localise(units, lambda part: meter.sqnr(in_float(edits, part)) - current, group_gains)
+        found = localise(units, lambda part: meter.sqnr(in_float(edits, part)) - current, group_gains, whole)
         if found is None:
             break
         culprits, float_gain = found
@@ -217,8 +239,9 @@ def _check(state: State) -> State:
         repairs.append(Repair(name, change, gain, float_gain))
         log.info("Safety net: %s -> %s: %+.1f dB (float: %+.1f dB).", name, change, gain, float_gain)
         edits, current = fixed, current + gain
-        units = [u for u in units if u not in culprits]
-        group_gains = {g: v for g, v in group_gains.items() if not set(g) & set(culprits)}
+        units = [u for u in units if not any(u.overlaps(c) for c in culprits)]
+        whole = [u for u in whole if not any(u.overlaps(c) for c in culprits)]
+        group_gains = {g: v for g, v in group_gains.items() if not any(u.overlaps(c) for u in g for c in culprits)}
     outcome = SafetyNet(len(meter.feeds), before, current, tuple(repairs), meter.count,
                         time.perf_counter() - started)
     if repairs:
@@ -232,7 +255,7 @@ def _with_repairs(state: State, floated: list[Unit], ranges: dict[str, FQParams]
     if not floated and not ranges:
         return replace(state, result=rewrite.apply(state.model, rewrite.edits_of(state)))
     activations = {name for unit in floated for name in unit.activations}
-    weights = {unit.weight for unit in floated if unit.weight}
+    weights = {layer for unit in floated for layer in unit.weights}
     plan = replace(state.plan, activations=tuple(q for q in state.plan.activations if q.name not in activations),
                    weights=tuple(w for w in state.plan.weights if w.node not in weights))
     correction = state.bias_correction

@@ -100,3 +100,18 @@ def test_the_check_reads_the_worst_output_not_the_pooled_error():
     got = [[np.full(128, 10.0)], [np.array([0.45])]]    # the state exact, the probability halved
     assert measure.output_sqnr(reference, got) > 20     # pooled, the error hides in the large state
     assert measure.worst_output_sqnr(reference, got) == pytest.approx(10 * np.log10(0.81 / 0.45 ** 2))
+
+
+def test_the_transformer_rules_quantizers_are_one_candidate_tried_whole():
+    state = built(builders.residual_block())
+    [unit] = safety_net.rule_units(state)
+    # the rules keep the residual Add float: its quantizers go, except relu1's, which conv2 still reads
+    assert unit.activations == ("conv3/bias/fq_output_0",) and unit.weights == ()
+    units = [safety_net.Unit(f"u{i}", (f"u{i}",)) for i in range(12)]
+    together = safety_net.Unit("rules", ("u1", "u7"))
+
+    def gain(part):  # u1 and u7 hurt only together: no group holds both, and each alone gains nothing
+        return 5.0 if {"u1", "u7"} <= {n for u in part for n in u.activations} else 0.0
+
+    assert safety_net.localise(units, gain, {}) is None
+    assert safety_net.localise(units, gain, {}, [together]) == ([together], 5.0)

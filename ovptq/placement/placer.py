@@ -287,17 +287,22 @@ def _first_layers(graph: Graph, ignored: dict[str, str]) -> set[str]:
     return found
 
 
+def placement_options(state: State, **changes) -> PlacementOptions:
+    """The placement options of the state's options, with `changes` (e.g. transformer=True)."""
+    options = state.options
+    return replace(PlacementOptions(symmetric_activations=options.preset is QuantizationPreset.PERFORMANCE,
+                                    quantize_outputs=options.advanced.quantize_outputs,
+                                    overflow_fix=options.advanced.overflow_fix,
+                                    transformer=options.model_type is ModelType.TRANSFORMER), **changes)
+
+
 def _place(state: State) -> State:
     """The plan for the state's graph and options; with nothing to quantize, the result is a copy of the caller's
     model."""
     options = state.options
     ignored = {**postprocessing_nodes(state.graph),
                **resolve_ignored(state.graph, options.ignored_scope, state.renamed)}
-    placement = PlacementOptions(symmetric_activations=options.preset is QuantizationPreset.PERFORMANCE,
-                                 quantize_outputs=options.advanced.quantize_outputs,
-                                 overflow_fix=options.advanced.overflow_fix,
-                                 transformer=options.model_type is ModelType.TRANSFORMER)
-    plan = plan_quantizers(state.graph, ignored, placement)
+    plan = plan_quantizers(state.graph, ignored, placement_options(state))
     if not plan:
         log.warning("The model has no op ovptq can quantize (Convolution, MatMul, ...); it is returned unchanged.")
         return replace(state, plan=plan, result=state.source.clone(), finished=True)
