@@ -43,6 +43,18 @@ def worst_output_sqnr(reference: list[list[np.ndarray]], got: list[list[np.ndarr
     return min(per_output, default=float("inf"))
 
 
+def sample_errors(reference: list[list[np.ndarray]], got: list[list[np.ndarray]]) -> np.ndarray:
+    """Per sample, the squared error of every float output, each output's error divided by its mean power per
+    sample, summed over outputs."""
+    errors = np.zeros(len(reference[0]) if reference else 0)
+    for ref, out in zip(reference, got):
+        if not ref or ref[0].dtype.kind != "f":
+            continue
+        power = max(np.mean([float(np.sum(r.astype(np.float64) ** 2)) for r in ref]), 1e-30)
+        errors += [float(np.sum((r.astype(np.float64) - g) ** 2)) / power for r, g in zip(ref, out)]
+    return errors
+
+
 def bind(dataset: Dataset, model: ov.Model, samples: int) -> list[dict]:
     """The first `samples` infer-request feeds of `dataset` for `model`."""
     inputs = ModelInput.of(model)

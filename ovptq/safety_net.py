@@ -12,10 +12,12 @@ and repair them. A stage of its own, after the rewrite.
    candidate, measured whole: they can hurt together while no group of them alone does (basic_pitch).
    Error powers add up to first order, so the gains of the groups a repair did not touch are reused next round.
 3. Repair what was found with the cheapest fix that recovers at least FIX_SHARE of the SQNR that float recovers:
-   for an activation, an asymmetric range, then the global min/max range, then a range searched between the two;
-   weights are already per-channel min/max, so their only fix is float. Else the unit goes back to float.
-4. Stop when the SQNR reaches HEALTHY_DB, when no group gains MIN_GAIN_DB, after MAX_REPAIRS repairs, or once
-   MAX_MEASUREMENTS models were measured.
+   for a lone activation quantizer an asymmetric range; then the global min/max range of its activation
+   quantizers and full 8-bit weights where the overflow fix halved them. Weights are already per-channel min/max,
+   so that is their only fix short of float. Else what was found goes back to float.
+4. A repair must lower the error of CONSISTENT_SHARE of the samples, not of an outlier alone; else the check
+   stops there. It stops also when the SQNR reaches HEALTHY_DB, when no group gains MIN_GAIN_DB, after
+   MAX_REPAIRS repairs, or once MAX_MEASUREMENTS models were measured.
 
 Every decision goes to the log and to rt_info (ovptq/safety_net). Every model measured is built by the rewrite
 from the stages' edits: the safety net changes the plan and the parameters, never a model.
@@ -27,7 +29,8 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 import numpy as np
@@ -37,6 +40,7 @@ from ovptq.parameters import ModelType
 from ovptq.placement.placer import placement_options, plan_quantizers
 from ovptq.ranges.activations import state_reductions
 from ovptq.ranges.formulas import FQParams, asymmetric_activation, symmetric_activation
+from ovptq.ranges.weights import QuantizedWeight, quantize_weights
 from ovptq.rewrite import rewrite
 from ovptq.rewrite.rewrite import ModelEdits
 from ovptq.state import Stage, State
@@ -49,6 +53,7 @@ GROUPS = 6            # contiguous groups of units measured first
 MIN_GAIN_DB = 1.0     # a group (or unit) worth repairing gains at least this much in float
 FIX_SHARE = 0.8       # a cheap fix is kept when it recovers this share of what float recovers
 MAX_REPAIRS = 8
+CONSISTENT_SHARE = 0.75  # a repair must lower the error of this share of the samples
 MAX_MEASUREMENTS = 16  # compiled models per check, the first one included
 
 
@@ -134,12 +139,25 @@ def in_float(edits: ModelEdits, units: list[Unit]) -> ModelEdits:
                    biases=tuple(b for b in edits.biases if b.layer not in weights))
 
 
-def with_ranges(edits: ModelEdits, ranges: dict[str, FQParams]) -> ModelEdits:
-    return replace(edits, activations=tuple((q, ranges.get(q.name, p)) for q, p in edits.activations))
+@dataclass(frozen=True)
+class Fix:
+    """A cheaper change than float: new activation ranges (by quantizer) and new int8 weights (by layer)."""
+
+    description: str
+    ranges: Mapping[str, FQParams] = field(default_factory=dict)
+    weights: Mapping[str, QuantizedWeight] = field(default_factory=dict)
+
+
+def with_fix(edits: ModelEdits, fix: Fix) -> ModelEdits:
+    """The edits with the fix's ranges and weights; a re-quantized weight's layer keeps its original bias."""
+    return replace(edits, activations=tuple((q, fix.ranges.get(q.name, p)) for q, p in edits.activations),
+                   weights=tuple(fix.weights.get(w.quantizer.node, w) for w in edits.weights),
+                   biases=tuple(b for b in edits.biases if b.layer not in fix.weights))
 
 
 class _Meter:
-    """Output SQNR of models built from edits, against the FP32 outputs on the check's samples."""
+    """Output SQNR of models built from edits, against the FP32 outputs on the check's samples; each model's
+    per-sample errors are kept, to tell a repair that helps most samples from one that helps an outlier."""
 
     def __init__(self, state: State):
         self.state = state
@@ -147,11 +165,27 @@ class _Meter:
         self.feeds = measure.bind(dataset, state.model, SAMPLES)
         self.reference = measure.run(state.core, state.model, self.feeds)
         self.count = 0
+        self.errors: dict[tuple, np.ndarray] = {}
 
     def sqnr(self, edits: ModelEdits) -> float:
         self.count += 1
         got = measure.run(self.state.core, rewrite.apply(self.state.model, edits), self.feeds)
+        self.errors[_key(edits)] = measure.sample_errors(self.reference, got)
         return measure.worst_output_sqnr(self.reference, got)
+
+    def measured(self, edits: ModelEdits) -> bool:
+        return _key(edits) in self.errors
+
+    def helps_most_samples(self, candidate: ModelEdits, current: ModelEdits) -> bool:
+        """The candidate (measured) lowers the error of at least CONSISTENT_SHARE of the samples."""
+        better = self.errors[_key(candidate)] < self.errors[_key(current)]
+        return float(np.mean(better)) >= CONSISTENT_SHARE
+
+
+def _key(edits: ModelEdits) -> tuple:
+    """What tells two sets of edits apart within one check (their parameters are never copied)."""
+    return (tuple((q.name, id(p)) for q, p in edits.activations), tuple(map(id, edits.weights)),
+            tuple(map(id, edits.biases)))
 
 
 def localise(units: list[Unit], gain: Callable[[list[Unit]], float], group_gains: dict[tuple[Unit, ...], float],
@@ -159,7 +193,12 @@ def localise(units: list[Unit], gain: Callable[[list[Unit]], float], group_gains
     """The units whose float version gains most, by group ablation then bisection: the best group is halved while
     one half still gains MIN_GAIN_DB (interacting units stay together). A unit of `whole` is measured as a group of
     its own and, if best, returned as it is. None when nothing gains MIN_GAIN_DB. `group_gains` holds the gains of
-    groups measured before, kept across rounds; the caller drops the groups a repair changed."""
+    groups measured before, kept across rounds; the caller drops the groups a repair changed.
+
+    Bisection measures one half: the noise power a set removes is, to first order, the sum of what its parts remove,
+    so the other half's share of the noise is the group's minus the measured half's. The units found are measured
+    at the end if their gain was inferred; when that falls short (the parts interact), the smallest measured set
+    that gains MIN_GAIN_DB is returned instead. Every gain returned is measured."""
     size = max(1, -(-len(units) // GROUPS))
     groups = [tuple(units[i:i + size]) for i in range(0, len(units), size)] + [(unit,) for unit in whole]
     for group in groups:
@@ -168,44 +207,65 @@ def localise(units: list[Unit], gain: Callable[[list[Unit]], float], group_gains
     best = max(groups, key=lambda g: group_gains[g])
     if group_gains[best] < MIN_GAIN_DB:
         return None
-    candidates, best_gain = list(best), group_gains[best]
+    candidates, best_gain, measured = list(best), group_gains[best], True
+    found = (candidates, best_gain)           # the smallest measured set that gains MIN_GAIN_DB
     while len(candidates) > 1:
-        halves = [candidates[:len(candidates) // 2], candidates[len(candidates) // 2:]]
-        gains = [gain(half) for half in halves]
-        better = int(np.argmax(gains))
-        if gains[better] < MIN_GAIN_DB:
+        first, second = candidates[:len(candidates) // 2], candidates[len(candidates) // 2:]
+        first_gain = gain(first)
+        if first_gain >= MIN_GAIN_DB:
+            found = (first, first_gain)
+        removed = _noise_removed(best_gain) - _noise_removed(first_gain)   # the second half's share of the noise
+        second_gain = -10 * np.log10(1 - removed) if 0 < removed < 1 else 0.0
+        half, half_gain = (first, first_gain) if first_gain >= second_gain else (second, second_gain)
+        if half_gain < MIN_GAIN_DB:
             break
-        candidates, best_gain = halves[better], gains[better]
-    return candidates, best_gain
+        candidates, best_gain, measured = half, half_gain, half is first
+    if not measured:
+        best_gain = gain(candidates)
+        if best_gain >= MIN_GAIN_DB:
+            found = (candidates, best_gain)
+    return found
 
 
-def range_fixes(state: State, unit: Unit) -> list[tuple[str, dict[str, FQParams]]]:
-    """Cheaper fixes than float for an activation unit, cheapest first: (description, new ranges by quantizer)."""
-    if not unit.activations:
-        return []
-    statistics = state.range_statistics()
-    reductions = state_reductions(state)
+def _noise_removed(gain_db: float) -> float:
+    """The share of the output noise power that a change gaining `gain_db` removes: 1 - 10^(-gain / 10)."""
+    return 1 - 10 ** (-gain_db / 10)
+
+
+def fixes(state: State, culprits: list[Unit]) -> list[Fix]:
+    """Cheaper fixes than float for what localisation found, cheapest first: for a lone two-sided symmetric
+    activation quantizer an asymmetric range; then, for all of them at once, the global min/max range of every
+    activation quantizer (per-tensor ones) and full 8-bit weights where the overflow fix halved them."""
+    statistics, reductions = state.range_statistics(), state_reductions(state)
     by_name = {q.name: q for q in state.plan.activations}
-    members = [by_name[name] for name in unit.activations]
-    stats = [statistics[reductions[q.name]] for q in members]
-    if any(q.per_channel for q in members):
-        return []
-    mean_low = min(float(np.min(s.mean_min)) for s in stats)
-    mean_high = max(float(np.max(s.mean_max)) for s in stats)
-    low = min(float(np.min(s.global_min)) for s in stats)
-    high = max(float(np.max(s.global_max)) for s in stats)
-    symmetric = members[0].symmetric
-
-    def uniform(params: FQParams) -> dict[str, FQParams]:
-        return {q.name: params for q in members}
-
-    fixes = []
-    if symmetric and low < 0 < high:
-        fixes.append(("asymmetric range", uniform(asymmetric_activation(mean_low, mean_high))))
-    global_range = (symmetric_activation(low, max(-low, high)) if symmetric and not (low < 0 < high)
-                    else asymmetric_activation(low, high))
-    fixes.append(("global min/max range", uniform(global_range)))
-    return fixes
+    result = []
+    ranges: dict[str, FQParams] = {}
+    for unit in culprits:
+        members = [by_name[name] for name in unit.activations]
+        if not members or any(q.per_channel for q in members):
+            continue
+        stats = [statistics[reductions[q.name]] for q in members]
+        low = min(float(np.min(s.global_min)) for s in stats)
+        high = max(float(np.max(s.global_max)) for s in stats)
+        two_sided = low < 0 < high
+        if len(culprits) == 1 and members[0].symmetric and two_sided:
+            mean_low = min(float(np.min(s.mean_min)) for s in stats)
+            mean_high = max(float(np.max(s.mean_max)) for s in stats)
+            result.append(Fix("asymmetric range", {q.name: asymmetric_activation(mean_low, mean_high)
+                                                   for q in members}))
+        zero_point_free = any(q.zero_point_free for q in members)
+        wide = (symmetric_activation(low, max(-low, high)) if zero_point_free or not two_sided
+                else asymmetric_activation(low, high))
+        ranges.update({q.name: wide for q in members})
+    halved = [w for unit in culprits for w in state.plan.weights if w.node in unit.weights and w.half_range]
+    advanced = state.options.advanced
+    replaced = state.smoothing.constants if state.smoothing is not None else None
+    weights = quantize_weights(state.graph, tuple(replace(w, half_range=False) for w in halved),
+                               advanced.weights_range_estimator, advanced.quantile_outlier_prob, replaced)
+    if ranges or weights:
+        parts = ["global min/max range"] * bool(ranges) + ["8-bit weights"] * bool(weights)
+        result.append(Fix(" and ".join(parts), ranges, weights))
+    return result
 
 
 def _check(state: State) -> State:
@@ -218,7 +278,7 @@ def _check(state: State) -> State:
     repairs: list[Repair] = []
     units, whole = units_of(state), rule_units(state)
     floated: list[Unit] = []
-    ranges: dict[str, FQParams] = {}
+    applied: list[Fix] = []
     group_gains: dict[tuple[Unit, ...], float] = {}
     while current < HEALTHY_DB and len(repairs) < MAX_REPAIRS and units and meter.count < MAX_MEASUREMENTS:
         found = localise(units, lambda part: meter.sqnr(in_float(edits, part)) - current, group_gains, whole)
@@ -227,13 +287,21 @@ def _check(state: State) -> State:
         culprits, float_gain = found
         name = " + ".join(unit.name for unit in culprits)
         change, gain, fixed = "float", float_gain, in_float(edits, culprits)
-        for description, new_ranges in (range_fixes(state, culprits[0]) if len(culprits) == 1 else []):
-            candidate = with_ranges(edits, new_ranges)
-            candidate_gain = meter.sqnr(candidate) - current
-            if candidate_gain >= FIX_SHARE * float_gain:
-                change, gain, fixed = description, candidate_gain, candidate
-                ranges.update(new_ranges)
+        if not meter.measured(fixed):  # its gain was measured in an earlier round, before other repairs
+            gain = float_gain = meter.sqnr(fixed) - current
+            if float_gain < MIN_GAIN_DB:
                 break
+        for fix in fixes(state, culprits):
+            candidate = with_fix(edits, fix)
+            candidate_gain = meter.sqnr(candidate) - current
+            log.debug("Safety net: %s with %s: %+.1f dB.", name, fix.description, candidate_gain)
+            if candidate_gain >= FIX_SHARE * float_gain:
+                change, gain, fixed = fix.description, candidate_gain, candidate
+                applied.append(fix)
+                break
+        if not meter.helps_most_samples(fixed, edits):
+            log.info("Safety net: %s -> %s gains %+.1f dB on only some samples: left as it is.", name, change, gain)
+            break
         if change == "float":
             floated.extend(culprits)
         repairs.append(Repair(name, change, gain, float_gain))
@@ -247,23 +315,27 @@ def _check(state: State) -> State:
     if repairs:
         log.info("Safety net: %d repairs, output SQNR %.1f -> %.1f dB (%d measurements, %.1f s).", len(repairs),
                  before, current, meter.count, outcome.seconds)
-    return _with_repairs(replace(state, safety_net=outcome), floated, ranges)
+    return _with_repairs(replace(state, safety_net=outcome), floated, applied)
 
 
-def _with_repairs(state: State, floated: list[Unit], ranges: dict[str, FQParams]) -> State:
-    """The state with the floated units out of the plan and the new ranges in, rebuilt by the rewrite."""
-    if not floated and not ranges:
-        return replace(state, result=rewrite.apply(state.model, rewrite.edits_of(state)))
+def _with_repairs(state: State, floated: list[Unit], applied: list[Fix]) -> State:
+    """The state with the floated units out of the plan and the fixes in, rebuilt by the rewrite."""
     activations = {name for unit in floated for name in unit.activations}
     weights = {layer for unit in floated for layer in unit.weights}
-    plan = replace(state.plan, activations=tuple(q for q in state.plan.activations if q.name not in activations),
-                   weights=tuple(w for w in state.plan.weights if w.node not in weights))
-    correction = state.bias_correction
-    if correction is not None:
-        correction = replace(correction, changed=correction.changed - weights)
-    state = replace(state, plan=plan, activation_ranges=MappingProxyType({**state.activation_ranges, **ranges}),
-                    weights=MappingProxyType({k: v for k, v in state.weights.items() if k not in weights}),
-                    bias_correction=correction)
+    requantized = {layer: w for fix in applied for layer, w in fix.weights.items()}
+    ranges = {name: p for fix in applied for name, p in fix.ranges.items()}
+    if activations or weights or ranges or requantized:
+        plan = replace(state.plan,
+                       activations=tuple(q for q in state.plan.activations if q.name not in activations),
+                       weights=tuple(requantized[w.node].quantizer if w.node in requantized else w
+                                     for w in state.plan.weights if w.node not in weights))
+        correction = state.bias_correction
+        if correction is not None:
+            correction = replace(correction, changed=correction.changed - weights - set(requantized))
+        kept = {k: v for k, v in state.weights.items() if k not in weights}
+        state = replace(state, plan=plan, bias_correction=correction,
+                        activation_ranges=MappingProxyType({**state.activation_ranges, **ranges}),
+                        weights=MappingProxyType({**kept, **requantized}))
     return replace(state, result=rewrite.apply(state.model, rewrite.edits_of(state)))
 
 

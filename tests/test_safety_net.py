@@ -70,7 +70,7 @@ def test_a_healthy_model_is_left_as_it_was():
     assert ours == [(op.get_type_name(), op.get_friendly_name()) for op in state.result.get_ordered_ops()]
 
 
-def test_localise_bisects_to_the_unit_that_gains_most_with_few_measurements():
+def test_localise_bisects_to_the_unit_that_gains_most_measuring_one_half_per_step():
     units = [safety_net.Unit(f"u{i}", (f"u{i}",)) for i in range(48)]
     calls = []
 
@@ -80,7 +80,8 @@ def test_localise_bisects_to_the_unit_that_gains_most_with_few_measurements():
 
     found = safety_net.localise(units, gain, {})
     assert found == ([units[29]], 6.0)
-    assert len(calls) == safety_net.GROUPS + 2 * 3  # groups of 8, then 8 -> 4 -> 2 -> 1
+    # groups of 8, then 8 -> 4 -> 2 -> 1 measuring one half each time, then the unit found (an inferred half)
+    assert len(calls) == safety_net.GROUPS + 3 + 1 and calls[-1] == [units[29]]
 
 
 def test_the_net_is_a_stage_of_the_default_call_and_can_be_switched_off():
@@ -115,3 +116,26 @@ def test_the_transformer_rules_quantizers_are_one_candidate_tried_whole():
 
     assert safety_net.localise(units, gain, {}) is None
     assert safety_net.localise(units, gain, {}, [together]) == ([together], 5.0)
+
+
+def test_the_cheap_fix_of_a_first_layer_is_the_global_input_range_and_full_8_bit_weights():
+    state = built(builders.conv_relu())
+    assert next(w for w in state.plan.weights if w.node == "conv1").half_range  # the overflow fix
+    culprits = [safety_net.Unit("input/fq_output_0", ("input/fq_output_0",)),
+                safety_net.Unit("conv1/weights", weights=("conv1",))]
+    [fix] = safety_net.fixes(state, culprits)
+    assert fix.description == "global min/max range and 8-bit weights"
+    assert np.abs(state.weights["conv1"].integers).max() <= 64
+    assert np.abs(fix.weights["conv1"].integers).max() == 127 and not fix.weights["conv1"].quantizer.half_range
+    low, high = float(np.min(np.stack(DATA))), float(np.max(np.stack(DATA)))
+    assert fix.ranges["input/fq_output_0"].low <= low and fix.ranges["input/fq_output_0"].high >= high
+    repaired = safety_net._with_repairs(state, [], [fix])
+    assert not next(w for w in repaired.plan.weights if w.node == "conv1").half_range
+    assert "conv1" not in repaired.bias_correction.changed
+
+
+def test_per_sample_errors_weigh_each_output_by_its_own_power():
+    reference = [[np.full(4, 100.0), np.full(4, 100.0)], [np.array([1.0]), np.array([1.0])]]
+    got = [[np.full(4, 101.0), np.full(4, 100.0)], [np.array([1.0]), np.array([0.5])]]
+    # sample 0: the large output off by 1% (4 / 40000); sample 1: the small output off by half (0.25 / 1)
+    np.testing.assert_allclose(measure.sample_errors(reference, got), [1e-4, 0.25])
