@@ -15,8 +15,9 @@ and repair them. A stage of its own, after the rewrite.
    for a lone activation quantizer an asymmetric range; then the global min/max range of its activation
    quantizers and full 8-bit weights where the overflow fix halved them. Weights are already per-channel min/max,
    so that is their only fix short of float. Else what was found goes back to float.
-4. A repair must lower the error of CONSISTENT_SHARE of the samples, not of an outlier alone; else the check
-   stops there. It stops also when the SQNR reaches HEALTHY_DB, when no group gains MIN_GAIN_DB, after
+4. A repair must lower the error of CONSISTENT_SHARE of the samples, not of an outlier alone, and float no more
+   than MAX_FLOAT_UNITS units (the transformer rules' unit counts as one): more is error spread thin, which float
+   would buy with many INT8 layers. Else the check stops there. It stops also when the SQNR reaches HEALTHY_DB, when no group gains MIN_GAIN_DB, after
    MAX_REPAIRS repairs, or once MAX_MEASUREMENTS models were measured.
 
 Every decision goes to the log and to rt_info (ovptq/safety_net). Every model measured is built by the rewrite
@@ -53,6 +54,7 @@ GROUPS = 6            # contiguous groups of units measured first
 MIN_GAIN_DB = 1.0     # a group (or unit) worth repairing gains at least this much in float
 FIX_SHARE = 0.8       # a cheap fix is kept when it recovers this share of what float recovers
 MAX_REPAIRS = 8
+MAX_FLOAT_UNITS = 4    # more units than this gaining together is spread error, not a bad quantizer: no float
 CONSISTENT_SHARE = 0.75  # a repair must lower the error of this share of the samples
 MAX_MEASUREMENTS = 16  # compiled models per check, the first one included
 
@@ -92,6 +94,7 @@ class SafetyNet:
     def record(self) -> dict[str, object]:
         return {"samples": self.samples, "sqnr_before_db": round(self.sqnr_before_db, 2),
                 "sqnr_after_db": round(self.sqnr_after_db, 2), "measurements": self.measurements,
+                "seconds": round(self.seconds, 2),
                 "repairs": [{"quantizer": r.unit, "change": r.change, "gain_db": round(r.gain_db, 2),
                              "float_gain_db": round(r.float_gain_db, 2)} for r in self.repairs]}
 
@@ -291,18 +294,24 @@ def _check(state: State) -> State:
             gain = float_gain = meter.sqnr(fixed) - current
             if float_gain < MIN_GAIN_DB:
                 break
+        chosen = None
         for fix in fixes(state, culprits):
             candidate = with_fix(edits, fix)
             candidate_gain = meter.sqnr(candidate) - current
             log.debug("Safety net: %s with %s: %+.1f dB.", name, fix.description, candidate_gain)
             if candidate_gain >= FIX_SHARE * float_gain:
-                change, gain, fixed = fix.description, candidate_gain, candidate
-                applied.append(fix)
+                change, gain, fixed, chosen = fix.description, candidate_gain, candidate, fix
                 break
+        if chosen is None and len(culprits) > MAX_FLOAT_UNITS:
+            log.info("Safety net: the error is spread over %d quantizers (%s, %+.1f dB in float): left as it is.",
+                     len(culprits), name, float_gain)
+            break
         if not meter.helps_most_samples(fixed, edits):
             log.info("Safety net: %s -> %s gains %+.1f dB on only some samples: left as it is.", name, change, gain)
             break
-        if change == "float":
+        if chosen is not None:
+            applied.append(chosen)
+        else:
             floated.extend(culprits)
         repairs.append(Repair(name, change, gain, float_gain))
         log.info("Safety net: %s -> %s: %+.1f dB (float: %+.1f dB).", name, change, gain, float_gain)

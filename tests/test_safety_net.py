@@ -139,3 +139,15 @@ def test_per_sample_errors_weigh_each_output_by_its_own_power():
     got = [[np.full(4, 101.0), np.full(4, 100.0)], [np.array([1.0]), np.array([0.5])]]
     # sample 0: the large output off by 1% (4 / 40000); sample 1: the small output off by half (0.25 / 1)
     np.testing.assert_allclose(measure.sample_errors(reference, got), [1e-4, 0.25])
+
+
+def test_error_spread_over_many_quantizers_is_left_alone_rather_than_floated(monkeypatch):
+    state = planted(built(builders.residual_block()), "relu2/fq_output_0")
+    units = safety_net.units_of(state)
+    bad = next(i for i, u in enumerate(units) if u.name == "relu2/fq_output_0")
+    many = units[max(0, bad - 2):][:safety_net.MAX_FLOAT_UNITS + 1]   # the bad quantizer and 4 others
+    assert len(many) == safety_net.MAX_FLOAT_UNITS + 1
+    monkeypatch.setattr(safety_net, "localise", lambda units, gain, *rest: (many, gain(many)))
+    monkeypatch.setattr(safety_net, "fixes", lambda state, culprits: [])
+    checked = safety_net.STAGE.run(state)
+    assert checked.safety_net.repairs == () and checked.plan is state.plan
