@@ -17,8 +17,8 @@ and repair them. A stage of its own, after the rewrite.
    so that is their only fix short of float. Else what was found goes back to float.
 4. A repair must lower the error of CONSISTENT_SHARE of the samples, not of an outlier alone, and float no more
    than MAX_FLOAT_UNITS units (the transformer rules' unit counts as one): more is error spread thin, which float
-   would buy with many INT8 layers. Else the check stops there. It stops also when the SQNR reaches HEALTHY_DB, when no group gains MIN_GAIN_DB, after
-   MAX_REPAIRS repairs, or once MAX_MEASUREMENTS models were measured.
+   would buy with many INT8 layers. Else the check stops there. It stops also when the SQNR reaches HEALTHY_DB,
+   when no group gains MIN_GAIN_DB, after MAX_REPAIRS repairs, or once MAX_MEASUREMENTS models were measured.
 
 Every decision goes to the log and to rt_info (ovptq/safety_net). Every model measured is built by the rewrite
 from the stages' edits: the safety net changes the plan and the parameters, never a model.
