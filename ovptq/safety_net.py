@@ -54,7 +54,7 @@ GROUPS = 6            # contiguous groups of units measured first
 MIN_GAIN_DB = 1.0     # a group (or unit) worth repairing gains at least this much in float
 FIX_SHARE = 0.8       # a cheap fix is kept when it recovers this share of what float recovers
 MAX_REPAIRS = 8
-MAX_FLOAT_UNITS = 4    # more units than this gaining together is spread error, not a bad quantizer: no float
+MAX_FLOAT_UNITS = 4   # more units than this gaining together is spread error, not a bad quantizer: no float
 CONSISTENT_SHARE = 0.75  # a repair must lower the error of this share of the samples
 MAX_MEASUREMENTS = 16  # compiled models per check, the first one included
 
@@ -75,7 +75,7 @@ class Unit:
 @dataclass(frozen=True)
 class Repair:
     unit: str
-    change: str           # "asymmetric range", "global min/max range", "range x0.50 of global", "float"
+    change: str           # "asymmetric range", "global min/max range and 8-bit weights", ..., "float"
     gain_db: float        # output SQNR gained by the change
     float_gain_db: float  # what float would have gained
 
