@@ -92,9 +92,9 @@ class SafetyNet:
     seconds: float = 0.0
 
     def record(self) -> dict[str, object]:
+        """What rt_info keeps: the same model, data and options give the same record (no wall time)."""
         return {"samples": self.samples, "sqnr_before_db": round(self.sqnr_before_db, 2),
                 "sqnr_after_db": round(self.sqnr_after_db, 2), "measurements": self.measurements,
-                "seconds": round(self.seconds, 2),
                 "repairs": [{"quantizer": r.unit, "change": r.change, "gain_db": round(r.gain_db, 2),
                              "float_gain_db": round(r.float_gain_db, 2)} for r in self.repairs]}
 
