@@ -79,7 +79,6 @@ class BasicPitchSpec(ModelSpec):
 
     def __init__(self) -> None:
         self._cache: Dict[tuple, Tuple[List[Item], List[np.ndarray]]] = {}
-        self._reference: Dict[tuple, List[np.ndarray]] = {}
 
     def build(self) -> ov.Model:
         """The ONNX model read as is, batch fixed to 1."""
@@ -113,10 +112,9 @@ class BasicPitchSpec(ModelSpec):
         as the truth."""
         n = self.default_n if n is None else n
         items, truth = self._labelled(n, seed, EVAL)
-        if (n, seed) not in self._reference:
-            self._reference[(n, seed)] = self._notes(self.xml_path(), items)
+        reference = self.fp32_reference((n, seed), lambda xml: self._notes(xml, items))
         notes = self._notes(model_or_xml, items)
         scores = frame_fscore(np.concatenate(notes), np.concatenate(truth))
         return {"note_fscore": scores["fscore"], "precision": scores["precision"], "recall": scores["recall"],
                 "fscore_vs_fp32": frame_fscore(np.concatenate(notes),
-                                               np.concatenate(self._reference[(n, seed)]))["fscore"], "n": n}
+                                               np.concatenate(reference))["fscore"], "n": n}

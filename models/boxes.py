@@ -41,9 +41,6 @@ class DetectorSpec(ModelSpec):
 
     headline = "fscore"
 
-    def __init__(self) -> None:
-        self._reference: Dict[tuple, List[List[Detection]]] = {}
-
     def decode(self, outputs: List[np.ndarray]) -> List[Detection]:
         """One image's detections from the model's outputs."""
         raise NotImplementedError
@@ -55,6 +52,5 @@ class DetectorSpec(ModelSpec):
         """fscore / precision / recall of the model's detections against FP32's (see agreement_with_reference)."""
         n = self.default_n if n is None else n
         items = self.make_items(n, seed, EVAL)
-        if (n, seed) not in self._reference:
-            self._reference[(n, seed)] = self._detect(self.xml_path(), items)
-        return {**agreement_with_reference(self._reference[(n, seed)], self._detect(model_or_xml, items)), "n": n}
+        reference = self.fp32_reference((n, seed), lambda xml: self._detect(xml, items))
+        return {**agreement_with_reference(reference, self._detect(model_or_xml, items)), "n": n}

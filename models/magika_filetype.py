@@ -87,9 +87,6 @@ class MagikaSpec(ModelSpec):
                  "CSV, text, ELF libraries, ...), split into calibration and evaluation by a hash of the path, "
                  "drawn with every file name suffix equally likely; no labels: top-1 content type agreement with FP32.")
 
-    def __init__(self) -> None:
-        self._reference: Dict[tuple, np.ndarray] = {}
-
     def build(self) -> ov.Model:
         """The ONNX model read as is, batch fixed to 1."""
         model = core().read_model(str(model_path()))
@@ -117,6 +114,5 @@ class MagikaSpec(ModelSpec):
         """Versus the FP32 model on the same files (see metrics.agreement)."""
         n = self.default_n if n is None else n
         items = self.make_items(n, seed, EVAL)
-        if (n, seed) not in self._reference:
-            self._reference[(n, seed)] = self._probs(self.xml_path(), items)
-        return {**agreement(self._reference[(n, seed)], self._probs(model_or_xml, items)), "n": n}
+        reference = self.fp32_reference((n, seed), lambda xml: self._probs(xml, items))
+        return {**agreement(reference, self._probs(model_or_xml, items)), "n": n}

@@ -122,9 +122,6 @@ class FaceMeshSpec(ModelSpec):
                  "calibration and evaluation); no labels: landmark_pck = share of the points within 2 % of FP32's "
                  "outer-eye-corner distance of FP32's point (x, y).")
 
-    def __init__(self) -> None:
-        self._reference: Dict[tuple, List[List[np.ndarray]]] = {}
-
     def build(self) -> ov.Model:
         return read_static(tflite_path("face_landmark", "face_landmark.tflite"))
 
@@ -137,9 +134,7 @@ class FaceMeshSpec(ModelSpec):
         face_score_mae: mean absolute difference of the face-presence sigmoid."""
         n = self.default_n if n is None else n
         items = self.make_items(n, seed, EVAL)
-        if (n, seed) not in self._reference:
-            self._reference[(n, seed)] = run(self.xml_path(), items)
-        ref, out = self._reference[(n, seed)], run(model_or_xml, items)
+        ref, out = self.fp32_reference((n, seed), lambda xml: run(xml, items)), run(model_or_xml, items)
         ref_points = np.stack([r[0].reshape(-1, 3)[:, :2] for r in ref])
         points = np.stack([o[0].reshape(-1, 3)[:, :2] for o in out])
         eye_distance = np.linalg.norm(ref_points[:, self.left_eye_outer] - ref_points[:, self.right_eye_outer], axis=1)

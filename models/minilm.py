@@ -161,7 +161,6 @@ class MiniLMSpec(ModelSpec):
 
     def __init__(self) -> None:
         self._tokenizer = None
-        self._reference: Dict[tuple, np.ndarray] = {}
 
     def build(self) -> ov.Model:
         import torch
@@ -218,9 +217,7 @@ class MiniLMSpec(ModelSpec):
         words = sorted({w for a, b, _ in pairs for w in (a, b)})
         items = self.encode(documents + words)
         embeddings = self.embed(model_or_xml, items)
-        if n not in self._reference:
-            self._reference[n] = self.embed(self.xml_path(), items)
-        to_fp32 = np.sum(embeddings * self._reference[n], axis=1)
+        to_fp32 = np.sum(embeddings * self.fp32_reference(n, lambda xml: self.embed(xml, items)), axis=1)
         docs, by_word = embeddings[:n], dict(zip(words, embeddings[n:]))
         ratings = np.loadtxt(gensim_data("similarities0-1.txt"))[:n, :n]
         upper = np.triu_indices(n, 1)

@@ -83,7 +83,6 @@ class MobileNetV2Spec(ModelSpec):
                  "data: random crops of the photos bundled with scikit-image (no labels: compared with FP32).")
 
     def __init__(self, via_onnx: bool = False) -> None:
-        self._reference: Dict[tuple, np.ndarray] = {}
         self.via_onnx = via_onnx
         if via_onnx:
             self.name = "mobilenet_v2_onnx"
@@ -121,6 +120,5 @@ class MobileNetV2Spec(ModelSpec):
         where FP32's top-1 probability exceeds 0.5 (cuts out ambiguous crops)."""
         n = self.default_n if n is None else n
         items = self.make_items(n, seed, EVAL)
-        if (n, seed) not in self._reference:
-            self._reference[(n, seed)] = self._probs(self.xml_path(), items)
-        return {**agreement(self._reference[(n, seed)], self._probs(model_or_xml, items)), "n": n}
+        reference = self.fp32_reference((n, seed), lambda xml: self._probs(xml, items))
+        return {**agreement(reference, self._probs(model_or_xml, items)), "n": n}

@@ -88,7 +88,6 @@ class MtcnnONetSpec(ModelSpec):
 
     def __init__(self) -> None:
         self._cache: Dict[tuple, Tuple[List[Item], np.ndarray]] = {}
-        self._reference: Dict[tuple, List[List[np.ndarray]]] = {}
 
     def build(self) -> ov.Model:
         """Load the state_dict (strict) into the declared net and convert it with ov.convert_model."""
@@ -127,9 +126,7 @@ class MtcnnONetSpec(ModelSpec):
         pixels of the 48x48 input."""
         n = self.default_n if n is None else n
         items, labels = self._labelled(n, seed, EVAL)
-        if (n, seed) not in self._reference:
-            self._reference[(n, seed)] = run(self.xml_path(), items)
-        ref, out = self._reference[(n, seed)], run(model_or_xml, items)
+        ref, out = self.fp32_reference((n, seed), lambda xml: run(xml, items)), run(model_or_xml, items)
         face_prob = np.array([o[2][0, 1] for o in out])
         ref_prob = np.array([r[2][0, 1] for r in ref])
         faces = labels == 1

@@ -60,7 +60,6 @@ class SileroVadSpec(ModelSpec):
 
     def __init__(self) -> None:
         self._clips: Dict[tuple, List[Tuple[np.ndarray, np.ndarray]]] = {}
-        self._reference: Dict[tuple, np.ndarray] = {}
 
     def build(self) -> ov.Model:
         """The ONNX model read as is (its shapes are static)."""
@@ -98,9 +97,7 @@ class SileroVadSpec(ModelSpec):
         """frame_accuracy: decisions (probability > 0.5) against the labels; agreement: the same decision as FP32;
         prob_mae: mean absolute difference of the probabilities from FP32's."""
         n = self.default_n if n is None else n
-        if (n, seed) not in self._reference:
-            self._reference[(n, seed)] = self._decisions(self.xml_path(), n, seed)[0]
-        reference = self._reference[(n, seed)]
+        reference = self.fp32_reference((n, seed), lambda xml: self._decisions(xml, n, seed)[0])
         probs, labels = self._decisions(model_or_xml, n, seed)
         return {"frame_accuracy": float(np.mean((probs > 0.5) == labels)),
                 "agreement": float(np.mean((probs > 0.5) == (reference > 0.5))),

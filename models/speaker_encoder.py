@@ -106,7 +106,6 @@ class SpeakerEncoderSpec(ModelSpec):
 
     def __init__(self) -> None:
         self._cache: Dict[tuple, Tuple[List[Item], np.ndarray]] = {}
-        self._reference: Dict[tuple, np.ndarray] = {}
 
     def build(self) -> ov.Model:
         """Load the checkpoint's model_state (strict) into the declared net and convert it."""
@@ -140,9 +139,8 @@ class SpeakerEncoderSpec(ModelSpec):
         n = self.default_n if n is None else n
         items, speakers = self._labelled(n, seed, EVAL)
         embeddings = np.concatenate([out[0] for out in run(model_or_xml, items)]).astype(np.float64)
-        if (n, seed) not in self._reference:
-            self._reference[(n, seed)] = np.concatenate([out[0] for out in run(self.xml_path(), items)])
-        reference = self._reference[(n, seed)].astype(np.float64)
+        reference = self.fp32_reference((n, seed), lambda xml: np.concatenate([out[0] for out in run(xml, items)]))
+        reference = reference.astype(np.float64)
         unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
         enrol = np.arange(n) < ENROLL * len(SPEAKERS)
         centroids = np.stack([unit[enrol & (speakers == s)].mean(0) for s in range(len(SPEAKERS))])

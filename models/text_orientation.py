@@ -45,7 +45,6 @@ class TextOrientationSpec(ModelSpec):
 
     def __init__(self) -> None:
         self._cache: Dict[tuple, Tuple[List[Item], np.ndarray]] = {}
-        self._reference: Dict[tuple, np.ndarray] = {}
 
     def build(self) -> ov.Model:
         """The ONNX model read as is, batch fixed to 1."""
@@ -77,8 +76,7 @@ class TextOrientationSpec(ModelSpec):
         with the FP32 model on the same pages."""
         n = self.default_n if n is None else n
         items, labels = self._labelled(n, seed, EVAL)
-        if (n, seed) not in self._reference:
-            self._reference[(n, seed)] = self._probs(self.xml_path(), items)
+        reference = self.fp32_reference((n, seed), lambda xml: self._probs(xml, items))
         probs = self._probs(model_or_xml, items)
         return {"accuracy": float(np.mean(probs.argmax(1) == labels)),
-                **agreement(self._reference[(n, seed)], probs), "n": n}
+                **agreement(reference, probs), "n": n}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence, Union
 
 import numpy as np
 import openvino as ov
@@ -151,6 +151,14 @@ class ModelSpec:
             model = self.build()
         return save_model(model, path)
 
+    def fp32_reference(self, key: Hashable, compute: Callable[[ModelLike], Any]) -> Any:
+        """`compute` of the FP32 IR, once per `key` (which names the evaluation items, e.g. (n, seed)): every variant
+        is scored against the same FP32 result."""
+        references = self.__dict__.setdefault("_fp32_references", {})
+        if key not in references:
+            references[key] = compute(self.xml_path())
+        return references[key]
+
     def calibration_items(self, n: int, seed: int = 0) -> List[Item]:
         """n inputs ({input_name: float32 array with batch 1}) from the calibration pool."""
         return self.make_items(n, seed, CALIB)
@@ -165,18 +173,13 @@ class OutputMatchSpec(ModelSpec):
     headline = "output_cosine"
     default_n = 16
 
-    def __init__(self) -> None:
-        self._reference: Dict[tuple, List[List[np.ndarray]]] = {}
-
     def evaluate(self, model_or_xml: ModelLike, n: Optional[int] = None, seed: int = 1) -> Dict[str, Any]:
         """output_cosine: mean over samples of the cosine similarity between the model's and FP32's outputs
         (all outputs of a sample flattened together); output_max_abs_err: largest absolute difference seen."""
         n = self.default_n if n is None else n
         items = self.make_items(n, seed, EVAL)
-        key = (n, seed)
-        if key not in self._reference:
-            self._reference[key] = run(self.xml_path(), items)
-        return {**output_match(self._reference[key], run(model_or_xml, items)), "n": n}
+        reference = self.fp32_reference((n, seed), lambda xml: run(xml, items))
+        return {**output_match(reference, run(model_or_xml, items)), "n": n}
 
 
 def _upsample(x: np.ndarray, size: int, axis: int) -> np.ndarray:
