@@ -10,7 +10,7 @@ outputs gain. The per-layer report, and any stage that checks a quantized model 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import openvino as ov
@@ -165,22 +165,13 @@ def output_gains(core: ov.Core, fp32_model: ov.Model, int8_model: ov.Model, name
     """Per layer: output SQNR of the INT8 model with that layer in float (its input quantizers bypassed, its FP32
     weight back), minus the INT8 model's own. Layers of `keep_weights` keep their int8 weight (one whose input
     SmoothQuant rescaled, or that took 1/s: its FP32 weight is in other coordinates)."""
-    fp32 = fp32_model.clone()
-    fp32_ops = _by_name(fp32)
-    reference = run(core, fp32, feeds)
-    baseline = output_sqnr(reference, run(core, int8_model, feeds))
-    gains = {}
-    for name in progress(names, "Ablation", unit="layer", enabled=show_progress):
-        model = int8_model.clone()
-        layer = _by_name(model)[name]
+    def in_float(ops_by_name: dict[str, ov.Node], fp32_ops: dict[str, ov.Node], name: str) -> None:
+        layer = ops_by_name[name]
         for port in range(layer.get_input_size()):
             source = layer.input_value(port).get_node()
-            if source.get_type_name() == "FakeQuantize":
-                layer.input(port).replace_source_output(source.input_value(0))
-            elif is_int8_weight(source) and name not in keep_weights:
-                layer.input(port).replace_source_output(fp32_ops[name].input_value(port))
-        gains[name] = output_sqnr(reference, run(core, model, feeds)) - baseline
-    return gains
+            if source.get_type_name() == "FakeQuantize" or is_int8_weight(source) and name not in keep_weights:
+                _to_float(layer.input(port), fp32_ops)
+    return _ablation(core, fp32_model, int8_model, names, in_float, feeds, "layer", show_progress)
 
 
 def quantizer_gains(core: ov.Core, fp32_model: ov.Model, int8_model: ov.Model, keep_weights: set[str],
@@ -188,29 +179,47 @@ def quantizer_gains(core: ov.Core, fp32_model: ov.Model, int8_model: ov.Model, k
     """Per quantizer of the INT8 model, every FakeQuantize (on any op's input: Add, Multiply, Concat, both inputs of
     a MatMul) and every int8 weight: (what it feeds, output SQNR gained with it alone back in float). An int8 weight
     of `keep_weights` layers is not measured (see output_gains)."""
-    fp32_ops = _by_name(fp32_model.clone())
-    reference = run(core, fp32_model, feeds)
-    baseline = output_sqnr(reference, run(core, int8_model, feeds))
+    fp32_names = {op.get_friendly_name() for op in fp32_model.get_ordered_ops()}
     quantizers = {}
     for op in int8_model.get_ordered_ops():
         targets = [t for t in op.output(0).get_target_inputs()] if op.get_output_size() else []
         if op.get_type_name() == "FakeQuantize" or is_int8_weight(op) and all(
-                t.get_node().get_friendly_name() in fp32_ops and t.get_node().get_friendly_name() not in keep_weights
+                t.get_node().get_friendly_name() in fp32_names and t.get_node().get_friendly_name() not in keep_weights
                 for t in targets):
             readers = sorted({t.get_node().get_type_name() for t in targets})
             kind = "activation" if op.get_type_name() == "FakeQuantize" else "weight"
             quantizers[op.get_friendly_name()] = f"{kind} -> {'/'.join(readers)}"
+
+    def in_float(ops_by_name: dict[str, ov.Node], fp32_ops: dict[str, ov.Node], name: str) -> None:
+        for target in list(ops_by_name[name].output(0).get_target_inputs()):
+            _to_float(target, fp32_ops)
+    gains = _ablation(core, fp32_model, int8_model, list(quantizers), in_float, feeds, "quantizer", show_progress)
+    return {name: (quantizers[name], gain) for name, gain in gains.items()}
+
+
+def _to_float(target: ov.Input, fp32_ops: dict[str, ov.Node]) -> None:
+    """`target` reads what it reads in the FP32 model: its FakeQuantize's input, or the layer's FP32 weight instead
+    of the int8 one."""
+    source = target.get_source_output().get_node()
+    if source.get_type_name() == "FakeQuantize":
+        target.replace_source_output(source.input_value(0))
+    else:
+        target.replace_source_output(fp32_ops[target.get_node().get_friendly_name()].input_value(target.get_index()))
+
+
+def _ablation(core: ov.Core, fp32_model: ov.Model, int8_model: ov.Model, names: list[str],
+              in_float: Callable[[dict[str, ov.Node], dict[str, ov.Node], str], None], feeds: list[dict], unit: str,
+              show_progress: bool | None) -> dict[str, float]:
+    """Per name: output SQNR of a clone of the INT8 model where `in_float(its ops, FP32 ops, name)` put something
+    back in float, minus the INT8 model's own; one compilation each."""
+    fp32_ops = _by_name(fp32_model.clone())
+    reference = run(core, fp32_model, feeds)
+    baseline = output_sqnr(reference, run(core, int8_model, feeds))
     gains = {}
-    for name in progress(list(quantizers), "Ablation", unit="quantizer", enabled=show_progress):
+    for name in progress(names, "Ablation", unit=unit, enabled=show_progress):
         model = int8_model.clone()
-        op = _by_name(model)[name]
-        for target in list(op.output(0).get_target_inputs()):
-            if op.get_type_name() == "FakeQuantize":
-                target.replace_source_output(op.input_value(0))
-            else:
-                layer = target.get_node().get_friendly_name()
-                target.replace_source_output(fp32_ops[layer].input_value(target.get_index()))
-        gains[name] = (quantizers[name], output_sqnr(reference, run(core, model, feeds)) - baseline)
+        in_float(_by_name(model), fp32_ops, name)
+        gains[name] = output_sqnr(reference, run(core, model, feeds)) - baseline
     return gains
 
 
