@@ -135,8 +135,7 @@ def rule_units(state: State) -> list[Unit]:
 
 def in_float(edits: ModelEdits, units: list[Unit]) -> ModelEdits:
     """The edits without the quantizers of `units` (and without the bias corrections of their int8 weights)."""
-    activations = {name for unit in units for name in unit.activations}
-    weights = {layer for unit in units for layer in unit.weights}
+    activations, weights = _members(units)
     return replace(edits, activations=tuple(a for a in edits.activations if a[0].name not in activations),
                    weights=tuple(w for w in edits.weights if w.quantizer.node not in weights),
                    biases=tuple(b for b in edits.biases if b.layer not in weights))
@@ -149,6 +148,12 @@ class Fix:
     description: str
     ranges: Mapping[str, FQParams] = field(default_factory=dict)
     weights: Mapping[str, QuantizedWeight] = field(default_factory=dict)
+
+
+def _members(units: list[Unit]) -> tuple[set[str], set[str]]:
+    """The activation quantizers and the weighted layers of `units`."""
+    return ({name for unit in units for name in unit.activations},
+            {layer for unit in units for layer in unit.weights})
 
 
 def with_fix(edits: ModelEdits, fix: Fix) -> ModelEdits:
@@ -279,7 +284,8 @@ def _check(state: State) -> State:
     log.info("Safety net: output SQNR of the INT8 model against FP32 on %d samples: %.1f dB.", len(meter.feeds),
              before)
     repairs: list[Repair] = []
-    units, whole = units_of(state), rule_units(state)
+    healthy = current >= HEALTHY_DB  # then the units, and the transformer rules' placement, are not needed
+    units, whole = ([], []) if healthy else (units_of(state), rule_units(state))
     floated: list[Unit] = []
     applied: list[Fix] = []
     group_gains: dict[tuple[Unit, ...], float] = {}
@@ -329,8 +335,7 @@ def _check(state: State) -> State:
 
 def _with_repairs(state: State, floated: list[Unit], applied: list[Fix]) -> State:
     """The state with the floated units out of the plan and the fixes in, rebuilt by the rewrite."""
-    activations = {name for unit in floated for name in unit.activations}
-    weights = {layer for unit in floated for layer in unit.weights}
+    activations, weights = _members(floated)
     requantized = {layer: w for fix in applied for layer, w in fix.weights.items()}
     ranges = {name: p for fix in applied for name, p in fix.ranges.items()}
     if activations or weights or ranges or requantized:
