@@ -22,11 +22,13 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.benchmark_app import Entry, cpu_description, default_precision, fp32_entries, ratio
 from benchmarks.benchmark_app import compare as benchmark_compare
-from benchmarks.benchmark_app import cpu_description
 from benchmarks.worker import VARIANTS, save_items
 
-DEFAULT_MODELS = ["light_resnet50", "ppocr_cls", "ppocr_det", "mobilenet_v2", "ppocr_rec", "minilm"]
+# every PP-OCR model in both graph forms
+DEFAULT_MODELS = ["light_resnet50", "ppocr_cls", "ppocr_cls_onnx", "ppocr_det", "ppocr_det_onnx", "mobilenet_v2",
+                  "ppocr_rec", "ppocr_rec_onnx", "minilm"]
 QUICK_MODELS = ["light_resnet50", "ppocr_cls"]
 # every PP-OCR model and MobileNetV2 in both graph forms (convert_model and read_model of an .onnx), MiniLM
 CORPUS = ["ppocr_cls", "ppocr_cls_onnx", "ppocr_det", "ppocr_det_onnx", "ppocr_rec", "ppocr_rec_onnx", "ppocrv5_rec",
@@ -96,13 +98,43 @@ def measure(name: str, subset_size: int, rounds: int, seconds: int, work: Path,
     nncf_int8 = set(row["nncf"]["coverage"]["int8_names"])
     row["int8_in_nncf_not_in_ovptq"] = sorted(nncf_int8 - set(row["ovptq"]["coverage"]["int8_names"]))
     if rounds:
-        speed = benchmark_compare([str(fp32), row["nncf"]["xml"], row["ovptq"]["xml"]], rounds, seconds,
-                                  list(spec.benchmark_app_args))
-        for key, xml in (("fp32", str(fp32)), ("nncf", row["nncf"]["xml"]), ("ovptq", row["ovptq"]["xml"])):
-            m = speed[xml]
-            row[key]["throughput_fps"] = m.median("throughput_fps")
-            row[key]["latency_median_ms"] = m.median("latency_median_ms")
+        row["speed"] = speed(row, str(fp32), list(tools), rounds, seconds, list(spec.benchmark_app_args))
+        row["layers"] = layer_times(row, str(fp32), list(tools), data)
     return row
+
+
+def speed(row: dict, fp32: str, tools: list[str], rounds: int, seconds: int, extra: list[str]) -> dict:
+    """benchmark_app throughput in alternating rounds: the FP32 IR at the default precision (and the other of
+    bf16 / f32 where the CPU has bf16), then each tool's INT8 IR; each tool's per-round ratios to the FP32 entries
+    and ovptq's to NNCF's. Also sets each entry's median FPS in the row."""
+    references = fp32_entries(fp32)
+    entries = [*references, *(Entry(row[tool]["xml"], label=tool) for tool in tools)]
+    measured = benchmark_compare(entries, rounds, seconds, extra)
+    fps = {name: m.throughput_fps for name, m in measured.items()}
+    ratios = {f"{tool} / {reference.name}": vars(ratio(measured, tool, reference.name))
+              for tool in tools for reference in references}
+    ratios["ovptq / nncf"] = vars(ratio(measured, "ovptq", "nncf"))
+    row["fp32"]["throughput_fps"] = measured[references[0].name].median("throughput_fps")
+    for tool in tools:
+        row[tool]["throughput_fps"] = measured[tool].median("throughput_fps")
+    return {"fp32_precision": default_precision(), "references": [r.name for r in references], "fps": fps,
+            "ratios": ratios}
+
+
+def layer_times(row: dict, fp32: str, tools: list[str], data: Path) -> dict:
+    """Per-layer profile (one thread, PERF_COUNT) of the FP32 IR at the default precision and of each INT8 IR, on
+    the first calibration item: total and time outside the int8 Convolution / MatMul layers, in ms."""
+    import openvino as ov
+
+    from benchmarks.worker import DiskItems
+    from ovptq.runtime.profile import Profiler, fastest
+    core = ov.Core()
+    feeds = [next(iter(DiskItems(data)))]
+    names = ["fp32", *tools]
+    xmls = [fp32, *(row[tool]["xml"] for tool in tools)]
+    profiles = fastest([Profiler(core, core.read_model(xml), feeds) for xml in xmls], timings=3)
+    return {name: {"total_ms": p.milliseconds, "outside_int8_ms": p.outside_int8_linear(),
+                   "by_category": p.by_category()} for name, p in zip(names, profiles)}
 
 
 def corpus_models() -> list[str]:
@@ -137,6 +169,41 @@ def _fps_cell(r: dict) -> str:
     return " / ".join(f"{r[key]['throughput_fps']:.0f}" for key in ("fp32", "nncf", "ovptq"))
 
 
+def _ratio_cell(r: dict, key: str) -> str:
+    """A per-round ratio: median (min-max)."""
+    found = r.get("speed", {}).get("ratios", {}).get(key)
+    if not found or found["rounds"] == 0:
+        return "-"
+    return f"{found['median']:.2f} ({found['low']:.2f}-{found['high']:.2f})"
+
+
+def speed_table(rows: list[dict]) -> list[str]:
+    """benchmark_app throughput ratios per round (median, min-max), and per-layer time outside the int8 layers."""
+    rows = [r for r in rows if "speed" in r]
+    if not rows:
+        return []
+    precision = rows[0]["speed"]["fp32_precision"]
+    other = rows[0]["speed"]["references"][1:]
+    variants = [v for v in VARIANTS if v not in TOOLS and any(v in r for r in rows)]
+    header = (f"| model | FPS FP32 @ {precision} / NNCF / ovptq | ovptq / FP32 @ {precision} "
+              f"| NNCF / FP32 @ {precision} " + "".join(f"| ovptq / {name} " for name in other)
+              + "".join(f"| {v} / FP32 @ {precision} " for v in variants)
+              + "| ovptq / NNCF | ms outside int8 Conv/MatMul FP32 / NNCF / ovptq | ms total FP32 / NNCF / ovptq |")
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for r in rows:
+        reference = r["speed"]["references"][0]
+        layers = r.get("layers", {})
+        outside = " / ".join(f"{layers[k]['outside_int8_ms']:.2f}" for k in ("fp32", "nncf", "ovptq")) if layers \
+            else "-"
+        total = " / ".join(f"{layers[k]['total_ms']:.2f}" for k in ("fp32", "nncf", "ovptq")) if layers else "-"
+        lines.append(f"| {r['model']} | {_fps_cell(r)} | {_ratio_cell(r, f'ovptq / {reference}')} "
+                     f"| {_ratio_cell(r, f'nncf / {reference}')} "
+                     + "".join(f"| {_ratio_cell(r, f'ovptq / {name}')} " for name in other)
+                     + "".join(f"| {_ratio_cell(r, f'{v} / {reference}')} " for v in variants)
+                     + f"| {_ratio_cell(r, 'ovptq / nncf')} | {outside} | {total} |")
+    return lines
+
+
 def done_when(r: dict) -> str:
     """"ok" when ovptq's headline metric is at least NNCF's default - 0.005, and at least the best of NNCF's
     default and transformer mode - 0.01 or FP32 - 0.01; "MISS" otherwise."""
@@ -162,6 +229,10 @@ def corpus_table(rows: list[dict]) -> list[str]:
             f"| {n['coverage']['standalone_fq']} / {o['coverage']['standalone_fq']} | {_seconds_cell(n, o)} "
             f"| {_fps_cell(r)} |")
     return lines
+
+
+def _rounds(rows: list[dict]) -> int:
+    return max(len(fps) for r in rows if "speed" in r for fps in r["speed"]["fps"].values())
 
 
 def variants_table(rows: list[dict]) -> list[str]:
@@ -207,7 +278,12 @@ def write_results(rows: list[dict], command: str, started: float, out: Path, var
                   failed: dict | None = None) -> list[str]:
     """Write compare.json and compare.md (corpus_models.* for the corpus) for the models measured so far; return
     the Markdown lines."""
-    lines = [*(corpus_table if corpus else table)(rows), "", "All metrics:", "", *metrics_table(rows), "",
+    speeds = speed_table(rows)
+    if speeds:
+        speeds = ["", f"Speed: benchmark_app -hint throughput, {_rounds(rows)} alternating rounds, "
+                  "ratios per round: median (min-max); per-layer times: PERF_COUNT, one thread, first calibration "
+                  "item:", "", *speeds]
+    lines = [*(corpus_table if corpus else table)(rows), *speeds, "", "All metrics:", "", *metrics_table(rows), "",
              "Where the data comes from:", "", *(f"- `{r['model']}`: {r['data_note']}" for r in rows)]
     if variants:
         lines += ["", "Variants: bias correction modes and model_type=\"transformer\" (headline metric, quantize "
@@ -267,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     models = args.models or (corpus_models() if args.corpus else QUICK_MODELS if args.quick else DEFAULT_MODELS)
     subset = args.subset_size or (150 if args.corpus else 50 if args.quick else 300)
-    rounds = args.rounds if args.rounds is not None else (0 if args.corpus else 1 if args.quick else 3)
+    rounds = args.rounds if args.rounds is not None else (0 if args.corpus else 1 if args.quick else 4)
     seconds = args.seconds or (5 if args.quick else 10)
     variants = tuple(dict.fromkeys([*args.variants, *(CORPUS_VARIANTS if args.corpus else ())]))
     args.out.mkdir(parents=True, exist_ok=True)

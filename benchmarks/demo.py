@@ -14,7 +14,7 @@ from pathlib import Path
 import openvino as ov
 
 import ovptq
-from benchmarks.benchmark_app import compare, format_report
+from benchmarks.benchmark_app import Entry, compare, format_report, fp32_entries
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         fp32_metrics, int8_metrics = spec.evaluate(str(fp32_xml)), spec.evaluate(str(int8_xml))
         print(f"{spec.headline}: FP32 {fp32_metrics[spec.headline]:.4f}  INT8 {int8_metrics[spec.headline]:.4f}")
         print(f"all metrics: FP32 {fp32_metrics}\n             INT8 {int8_metrics}")
-        print(format_report(compare([fp32_xml, int8_xml], rounds=1, seconds=args.seconds), str(fp32_xml)))
+        references = fp32_entries(str(fp32_xml))
+        results = compare([*references, Entry(str(int8_xml), label="ovptq INT8")], rounds=2, seconds=args.seconds)
+        print(format_report(results, [r.name for r in references]))
     return 0
 
 

@@ -3,7 +3,8 @@
     python -m benchmarks.worker VARIANT FP32.xml CALIBRATION_DIR OUT.xml REPORT.json [--subset-size N]
 
 VARIANT is ovptq or nncf, optionally with _full (full bias correction), _nobc (no bias correction) or _transformer
-(model_type="transformer"); ovptq_nonet is ovptq's default with the safety net off.
+(model_type="transformer"); ovptq_nonet and ovptq_nospeed are ovptq's default with the safety net or the speed check
+off.
 
 CALIBRATION_DIR holds item_00000.npz, ... (one dataset item each), read lazily while the tool iterates, so the
 data itself does not inflate peak memory. The wall time covers the quantize call only.
@@ -55,9 +56,10 @@ def peak_rss_mb() -> float:
 
 
 # A variant is a tool with its bias correction mode: "fast" (the default of both tools), "full" or "none"; or with
-# model_type="transformer" forced ("_transformer"); or ovptq's default with its safety net off ("_nonet").
+# model_type="transformer" forced ("_transformer"); or ovptq's default with its safety net ("_nonet") or its speed check
+# ("_nospeed") off.
 VARIANTS = ["nncf", "ovptq", "nncf_full", "ovptq_full", "nncf_nobc", "ovptq_nobc", "nncf_transformer",
-            "ovptq_transformer", "ovptq_nonet"]
+            "ovptq_transformer", "ovptq_nonet", "ovptq_nospeed"]
 
 
 def quantize(variant: str, model: ov.Model, items: DiskItems, subset_size: int, model_type: str | None = None):
@@ -67,7 +69,7 @@ def quantize(variant: str, model: ov.Model, items: DiskItems, subset_size: int, 
     if tool == "ovptq":
         import ovptq
         advanced = ovptq.AdvancedQuantizationParameters(disable_bias_correction=mode == "nobc",
-                                                        safety_net=mode != "nonet")
+                                                        safety_net=mode != "nonet", speed_check=mode != "nospeed")
         return ovptq.quantize(model, ovptq.Dataset(items), subset_size=subset_size, fast_bias_correction=fast,
                               model_type=model_type, advanced_parameters=advanced)
     if tool == "nncf":

@@ -99,6 +99,9 @@ class AdvancedQuantizationParameters:
         passes before placement, so `read_model(onnx)`, `convert_model` and saved IR get the same quantization.
     safety_net: after the INT8 model is built, measure its output error against FP32 and repair the quantizers
         that cause most of it (see `ovptq.safety_net`).
+    speed_check: profile the INT8 model per layer against the FP32 model on this machine's CPU and give back to
+        float the layers that run slower in int8 (see `ovptq.speed_check`). Runs when target_device is ANY or
+        CPU; turn it off for an IR quantized here and deployed on another CPU.
     """
 
     overflow_fix: OverflowFix | str | None = None
@@ -114,6 +117,7 @@ class AdvancedQuantizationParameters:
     smooth_quant_alphas: AdvancedSmoothQuantParameters = AdvancedSmoothQuantParameters()
     normalize_graph: bool = True
     safety_net: bool = True
+    speed_check: bool = True
 
     def normalized(self) -> "AdvancedQuantizationParameters":
         """A copy with strings parsed into enums and every value checked."""
@@ -151,7 +155,8 @@ class AdvancedQuantizationParameters:
         if self.show_progress is not None and not isinstance(self.show_progress, bool):
             raise ParameterError(f"advanced_parameters.show_progress must be True, False or None, not "
                                  f"{self.show_progress!r}.")
-        for name in ("quantize_outputs", "disable_bias_correction", "normalize_graph", "safety_net"):
+        for name in ("quantize_outputs", "disable_bias_correction", "normalize_graph", "safety_net",
+                     "speed_check"):
             if not isinstance(getattr(self, name), bool):
                 raise ParameterError(f"advanced_parameters.{name} must be True or False, "
                                      f"not {getattr(self, name)!r}.")
@@ -163,7 +168,7 @@ class AdvancedQuantizationParameters:
             bias_correction_threshold=self.bias_correction_threshold,
             inference_requests=self.inference_requests, show_progress=self.show_progress,
             smooth_quant=self.smooth_quant, smooth_quant_alphas=alphas, normalize_graph=self.normalize_graph,
-            safety_net=self.safety_net)
+            safety_net=self.safety_net, speed_check=self.speed_check)
 
     def as_dict(self) -> dict[str, str]:
         return {f.name: str(v) for f, v in zip(fields(self), asdict(self).values())}

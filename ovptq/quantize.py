@@ -8,7 +8,7 @@ from pathlib import Path
 
 import openvino as ov
 
-from ovptq import pipeline, safety_net, smooth_quant
+from ovptq import pipeline, safety_net, smooth_quant, speed_check
 from ovptq.bias_correction import fast, full
 from ovptq.dataset import Dataset
 from ovptq.errors import ModelError, ParameterError, UnsupportedModelError
@@ -34,6 +34,7 @@ DEFAULT_STAGES: tuple[Stage, ...] = (
     full.STAGE,           # with fast_bias_correction=False: block passes of the int8-weight model
     rewrite.STAGE,        # the one writer: every edit on a fresh clone of the model -> the INT8 model
     safety_net.STAGE,     # INT8 outputs against FP32; the quantizers that cause the error get a fix, or float
+    speed_check.STAGE,    # INT8 layers against FP32 per layer on this CPU; the slower ones go back to float
 )
 
 

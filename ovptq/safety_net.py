@@ -334,22 +334,22 @@ def _check(state: State) -> State:
 
 
 def _with_repairs(state: State, floated: list[Unit], applied: list[Fix]) -> State:
-    """The state with the floated units out of the plan and the fixes in, rebuilt by the rewrite."""
+    """The state with the floated units out of the plan and the fixes in, rebuilt by the rewrite (only restamped
+    when nothing changed)."""
     activations, weights = _members(floated)
     requantized = {layer: w for fix in applied for layer, w in fix.weights.items()}
     ranges = {name: p for fix in applied for name, p in fix.ranges.items()}
-    if activations or weights or ranges or requantized:
-        plan = replace(state.plan,
-                       activations=tuple(q for q in state.plan.activations if q.name not in activations),
-                       weights=tuple(requantized[w.node].quantizer if w.node in requantized else w
-                                     for w in state.plan.weights if w.node not in weights))
-        correction = state.bias_correction
-        if correction is not None:
-            correction = replace(correction, changed=correction.changed - weights - set(requantized))
-        kept = {k: v for k, v in state.weights.items() if k not in weights}
-        state = replace(state, plan=plan, bias_correction=correction,
-                        activation_ranges=MappingProxyType({**state.activation_ranges, **ranges}),
-                        weights=MappingProxyType({**kept, **requantized}))
+    if not (activations or weights or ranges or requantized):
+        return replace(state, result=rewrite.restamp(state))
+    state = state.without_quantizers(activations, weights)
+    plan = replace(state.plan, weights=tuple(requantized[w.node].quantizer if w.node in requantized else w
+                                             for w in state.plan.weights))
+    correction = state.bias_correction
+    if correction is not None:
+        correction = replace(correction, changed=correction.changed - set(requantized))
+    state = replace(state, plan=plan, bias_correction=correction,
+                    activation_ranges=MappingProxyType({**state.activation_ranges, **ranges}),
+                    weights=MappingProxyType({**state.weights, **requantized}))
     return replace(state, result=rewrite.apply(state.model, rewrite.edits_of(state)))
 
 

@@ -23,6 +23,7 @@ def test_bench_runs_benchmark_app_on_what_quantize_wrote(tmp_path, fp32_ir):  # 
     int8 = tmp_path / "int8.xml"
     np.save(tmp_path / "data.npy", np.concatenate(builders.images(4)))
     assert ovptq_command("quantize", fp32_ir, "--data", tmp_path / "data.npy", "-o", int8).returncode == 0
-    done = ovptq_command("bench", fp32_ir, int8, "--rounds", "1", "--seconds", "1")
+    done = ovptq_command("bench", fp32_ir, int8, "--rounds", "1", "--seconds", "1", "--layers")
     assert done.returncode == 0, done.stderr
-    assert "speed-up" in done.stdout and "int8.xml" in done.stdout and "CPU:" in done.stdout
+    assert "FP32 @ default (" in done.stdout and "int8.xml" in done.stdout and "CPU:" in done.stdout
+    assert "default inference precision" in done.stdout and "outside int8 Conv/MatMul" in done.stdout

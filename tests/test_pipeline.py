@@ -113,8 +113,9 @@ def test_the_record_holds_the_options_and_what_each_stage_did():
         "version", "quantization/preset", "quantization/target_device", "quantization/subset_size",
         "quantization/samples_used", "quantization/fast_bias_correction", "quantization/model_type",
         "quantization/activation_quantizers", "quantization/weight_quantizers", "transformer_rules",
-        "smooth_quant", "bias_correction", "safety_net"}
+        "smooth_quant", "bias_correction", "safety_net", "speed_check"}
     assert values["quantization/samples_used"] == 6 and values["smooth_quant"] == "{}"
     assert json.loads(values["safety_net"])["samples"] == 6
+    assert json.loads(values["speed_check"])["layers"] == []  # a hand-built model too small to time
     assert [c["layer"] for c in json.loads(values["bias_correction"])] == ["conv", "depthwise", "fc"]
     assert final.result.get_rt_info(["ovptq", "bias_correction"]).astype(str) == values["bias_correction"]

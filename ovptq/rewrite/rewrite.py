@@ -68,9 +68,20 @@ def apply(model: ov.Model, edits: ModelEdits) -> ov.Model:
     for bias in edits.biases:
         _set_bias(by_name, bias)
     clone.validate_nodes_and_infer_types()
-    for key, value in edits.rt_info.items():
-        clone.set_rt_info(str(value), ["ovptq", *key.split("/")])
+    _stamp(clone, edits.rt_info)
     return clone
+
+
+def restamp(state: State) -> ov.Model:
+    """The state's INT8 model with the records of every stage so far in its rt_info, for a stage that measured and
+    changed nothing: no rebuild. The model is ovptq's own, built by `apply`, never the caller's."""
+    _stamp(state.result, record.rt_info(state))
+    return state.result
+
+
+def _stamp(model: ov.Model, values: Mapping[str, object]) -> None:
+    for key, value in values.items():
+        model.set_rt_info(str(value), ["ovptq", *key.split("/")])
 
 
 def _int8_weight(target: ov.Input, weight: QuantizedWeight, shared: dict[tuple, ov.Output]) -> None:

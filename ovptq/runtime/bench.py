@@ -1,10 +1,15 @@
-"""Run OpenVINO's `benchmark_app` on an FP32 IR and INT8 IRs, alternately, and report the speed-up.
+"""Run OpenVINO's `benchmark_app` on an FP32 IR and INT8 IRs in alternating rounds, and report the speed-up.
 
-    ovptq bench fp32.xml int8.xml [more.xml ...] [--rounds 3] [--seconds 10] [--shape ...]
+    ovptq bench fp32.xml int8.xml [more.xml ...] [--rounds 4] [--seconds 10] [--shape ...] [--latency] [--layers]
 
-Each round runs every IR once with the throughput hint and once with the latency hint; the reported figure is
-the median over rounds, so a noisy neighbour on a shared machine hurts all IRs alike. INT8 gains depend on the
-CPU's instruction set (VNNI, AMX), which the report names.
+The FP32 IR runs at the plugin's default inference precision, which is what a user's FP32 IR runs at: bf16 on CPUs
+with AVX512-BF16 or AMX, f32 elsewhere. The report names it. Where the CPU supports bf16, the FP32 IR runs a second
+time at the other precision (f32 when the default is bf16, bf16 when it is f32), so INT8 is compared with both.
+
+Each round runs every entry once, in an order that rotates from round to round; a ratio is taken within a round
+(its runs are seconds apart) and the report gives the median of the per-round ratios with their smallest and
+largest values: a noisy neighbour on a shared machine slows a round, not one IR. `--layers` also profiles every IR
+per layer (`runtime.profile`) and shows where the INT8 models spend time that the FP32 model does not.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import openvino as ov
 
 
 def benchmark_app_command() -> str:
@@ -40,19 +47,54 @@ def cpu_description() -> str:
     except OSError:
         pass
     isa = [label for flag, label in (("avx512_vnni", "AVX512-VNNI"), ("avx_vnni", "AVX-VNNI"),
-                                     ("amx_int8", "AMX-INT8"), ("avx512_bf16", "AVX512-BF16"), ("avx2", "AVX2"))
-           if flag in flags]
+                                     ("amx_int8", "AMX-INT8"), ("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX512-BF16"),
+                                     ("avx2", "AVX2")) if flag in flags]
     return f"{name} ({', '.join(isa) or 'no VNNI/AMX'})"
+
+
+def default_precision(core: ov.Core | None = None, device: str = "CPU") -> str:
+    """The inference precision the plugin runs an FP32 IR at when nothing is asked ("bf16", "f32", "f16")."""
+    return (core or ov.Core()).get_property(device, "INFERENCE_PRECISION_HINT").get_type_name()
+
+
+def supports_bf16(core: ov.Core | None = None, device: str = "CPU") -> bool:
+    return "BF16" in (core or ov.Core()).get_property(device, "OPTIMIZATION_CAPABILITIES")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One thing to time: an IR, optionally at a forced inference precision."""
+
+    xml: str
+    precision: str | None = None   # None: the plugin's default
+    label: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.label or (f"{self.xml} @ {self.precision}" if self.precision else self.xml)
+
+    def arguments(self) -> list[str]:
+        return ["-infer_precision", self.precision] if self.precision else []
+
+
+def fp32_entries(xml: str, core: ov.Core | None = None) -> list[Entry]:
+    """The FP32 IR at the default precision, and at the other of bf16 / f32 where the CPU supports bf16."""
+    default = default_precision(core)
+    entries = [Entry(str(xml), None, f"FP32 @ default ({default})")]
+    if supports_bf16(core):
+        other = "f32" if default == "bf16" else "bf16"
+        entries.append(Entry(str(xml), other, f"FP32 @ {other}"))
+    return entries
 
 
 @dataclass
 class Measurement:
-    throughput_fps: list[float] = field(default_factory=list)
+    throughput_fps: list[float] = field(default_factory=list)   # one per round
     latency_median_ms: list[float] = field(default_factory=list)
     latency_max_ms: list[float] = field(default_factory=list)
 
     def median(self, name: str) -> float:
-        values = getattr(self, name)
+        values = [v for v in getattr(self, name) if v == v]
         return statistics.median(values) if values else float("nan")
 
 
@@ -79,44 +121,128 @@ def _milliseconds(label: str, text: str) -> float:
     return float(match.group(1)) / (1000 if match.group(2) == "us" else 1)
 
 
-def compare(xmls: list[str | Path], rounds: int = 3, seconds: int = 10,
-            extra: list[str] | None = None) -> dict[str, Measurement]:
-    """Throughput (throughput hint) and latency (latency hint) of each IR, alternating IRs within each round.
-    `extra` goes to every benchmark_app call (e.g. ["-shape", "input_ids[1,128]"] for dynamic inputs)."""
-    results = {str(x): Measurement() for x in xmls}
-    for _ in range(rounds):
-        for xml in xmls:
-            throughput = run_once(xml, "throughput", seconds, extra)
-            latency = run_once(xml, "latency", seconds, extra)
-            m = results[str(xml)]
-            m.throughput_fps.append(throughput["throughput_fps"])
-            m.latency_median_ms.append(latency["latency_median_ms"])
-            m.latency_max_ms.append(latency["latency_max_ms"])
+def compare(entries: list[Entry | str | Path], rounds: int = 4, seconds: int = 10, extra: list[str] | None = None,
+            latency: bool = False) -> dict[str, Measurement]:
+    """Throughput (throughput hint), and with `latency` the latency (latency hint), of each entry, by entry name.
+    Every round runs each entry once, starting one entry later than the round before. `extra` goes to every
+    benchmark_app call (e.g. ["-shape", "input_ids[1,128]"] for dynamic inputs)."""
+    entries = [e if isinstance(e, Entry) else Entry(str(e)) for e in entries]
+    results = {e.name: Measurement() for e in entries}
+    for index in range(rounds):
+        for entry in entries[index % len(entries):] + entries[:index % len(entries)]:
+            m = results[entry.name]
+            m.throughput_fps.append(run_once(entry.xml, "throughput", seconds, [*entry.arguments(), *(extra or [])])
+                                    ["throughput_fps"])
+            if latency:
+                timed = run_once(entry.xml, "latency", seconds, [*entry.arguments(), *(extra or [])])
+                m.latency_median_ms.append(timed["latency_median_ms"])
+                m.latency_max_ms.append(timed["latency_max_ms"])
     return results
 
 
-def format_report(results: dict[str, Measurement], baseline: str) -> str:
-    base = results[baseline]
-    lines = [f"CPU: {cpu_description()}",
-             f"{'IR':<60} {'FPS':>9} {'speed-up':>9} {'lat med ms':>11} {'lat max ms':>11}"]
-    for xml, m in results.items():
-        speedup = m.median("throughput_fps") / base.median("throughput_fps")
-        lines.append(f"{xml[-60:]:<60} {m.median('throughput_fps'):>9.1f} {speedup:>8.2f}x "
-                     f"{m.median('latency_median_ms'):>11.2f} {m.median('latency_max_ms'):>11.2f}")
+@dataclass(frozen=True)
+class Ratio:
+    """Per-round throughput ratios of one entry to a reference: their median and range."""
+
+    median: float
+    low: float
+    high: float
+    rounds: int
+
+    def __str__(self) -> str:
+        return f"{self.median:.2f}x ({self.low:.2f}-{self.high:.2f})"
+
+
+def ratio(results: dict[str, Measurement], name: str, reference: str) -> Ratio:
+    """FPS of `name` / FPS of `reference`, round by round."""
+    pairs = [a / b for a, b in zip(results[name].throughput_fps, results[reference].throughput_fps) if b and a == a]
+    if not pairs:
+        return Ratio(float("nan"), float("nan"), float("nan"), 0)
+    return Ratio(statistics.median(pairs), min(pairs), max(pairs), len(pairs))
+
+
+def format_report(results: dict[str, Measurement], references: list[str]) -> str:
+    """One line per entry: median FPS, and its per-round ratio to every reference (the FP32 entries)."""
+    rounds = max(len(m.throughput_fps) for m in results.values())
+    lines = [f"CPU: {cpu_description()}; FP32 IR at the plugin's default inference precision: {default_precision()}",
+             f"benchmark_app -hint throughput, {rounds} alternating rounds; ratios are per round: median (min-max)",
+             f"{'entry':<56} {'FPS':>8} " + " ".join(f"{'vs ' + r.split(' (')[0]:>24}" for r in references)]
+    latency = any(m.latency_median_ms for m in results.values())
+    if latency:
+        lines[-1] += f" {'lat med ms':>11} {'lat max ms':>11}"
+    for name, m in results.items():
+        cells = " ".join(f"{'' if name == r else str(ratio(results, name, r)):>24}" for r in references)
+        line = f"{name[-56:]:<56} {m.median('throughput_fps'):>8.1f} {cells}"
+        if latency:
+            line += f" {m.median('latency_median_ms'):>11.2f} {m.median('latency_max_ms'):>11.2f}"
+        lines.append(line)
     return "\n".join(lines)
+
+
+def layers_report(xmls: list[str], shape: str | None = None) -> str:
+    """Per layer category, the time (ms, one thread, PERF_COUNT) of each IR, the FP32 one first at the default
+    precision; then the int8 kernels. The line "outside int8 Conv/MatMul" is what quantization added around the
+    int8 layers."""
+    from ovptq.runtime.profile import profile
+    core = ov.Core()
+    profiles = {}
+    for xml in xmls:
+        model = core.read_model(xml)
+        if shape:
+            model.reshape(parse_shape(shape))
+        profiles[xml] = profile(core, model)
+    categories = sorted({c for p in profiles.values() for c in p.by_category()},
+                        key=lambda c: -max(p.by_category().get(c, 0.0) for p in profiles.values()))
+    names = [Path(x).name[-18:] for x in xmls]
+    lines = [f"Per-layer time, ms per inference (one thread, median of runs); {names[0]} at "
+             f"{profiles[xmls[0]].precision}",
+             f"{'layer type':<28} " + " ".join(f"{n:>18}" for n in names)]
+    for category in categories:
+        cells = []
+        for p in profiles.values():
+            by, counts = p.by_category(), p.counts()
+            cells.append(f"{by.get(category, 0.0):>10.3f} ({counts.get(category, 0):>3})" if category in by
+                         else f"{'-':>18}")
+        lines.append(f"{category:<28} " + " ".join(cells))
+    lines.append(f"{'outside int8 Conv/MatMul':<28} " + " ".join(f"{p.outside_int8_linear():>16.3f}  "
+                                                                  for p in profiles.values()))
+    lines.append(f"{'total':<28} " + " ".join(f"{p.milliseconds:>16.3f}  " for p in profiles.values()))
+    for xml, p in profiles.items():
+        for category in [c for c in p.counts() if c.endswith(" i8")]:
+            kernels = ", ".join(f"{k} x{n} {ms:.3f} ms" for k, (n, ms) in p.kernels(category).items())
+            lines.append(f"{Path(xml).name}: {category} kernels: {kernels}")
+    return "\n".join(lines)
+
+
+def parse_shape(text: str) -> dict[str, list[int]] | list[int]:
+    """benchmark_app's -shape syntax: "input[1,3,224,224]" or "a[1,128],b[1,128]" (or just "[1,3,224,224]")."""
+    found = re.findall(r"([^\[\],]*)\[([\d,\s]+)\]", text)
+    if not found:
+        raise ValueError(f"--shape {text!r}: expected NAME[d0,d1,...], comma separated")
+    shapes = {name.strip(): [int(d) for d in dims.split(",")] for name, dims in found}
+    return shapes.pop("") if "" in shapes else shapes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("xml", nargs="+", help="the FP32 IR first, then INT8 IRs")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--seconds", type=int, default=10, help="duration of each benchmark_app run")
     parser.add_argument("--shape", help="benchmark_app -shape, for models with dynamic inputs, e.g. "
                                         "'input_ids[1,128],attention_mask[1,128]'")
+    parser.add_argument("--latency", action="store_true", help="also run each entry with the latency hint")
+    parser.add_argument("--layers", action="store_true",
+                        help="also profile each IR per layer type (one thread): where INT8 spends time FP32 does not")
 
 
 def run(args: argparse.Namespace) -> int:
-    results = compare(args.xml, args.rounds, args.seconds, ["-shape", args.shape] if args.shape else None)
-    print(format_report(results, str(args.xml[0])))
+    fp32 = fp32_entries(args.xml[0])
+    entries = [*fp32, *(Entry(str(x)) for x in args.xml[1:])]
+    results = compare(entries, args.rounds, args.seconds, ["-shape", args.shape] if args.shape else None,
+                      args.latency)
+    print(format_report(results, [e.name for e in fp32]))
+    if args.layers:
+        print()
+        print(layers_report([str(x) for x in args.xml], args.shape))
     return 0
 
 

@@ -1,0 +1,137 @@
+"""The speed check: per-layer costs from a profile, which layers count as slower, what goes back to float with
+them, and the stage on hand-built models whose layer times are planted (real runtime layers, chosen times), so
+that the decisions do not depend on the CPU the tests run on."""
+
+import json
+from dataclasses import replace
+
+import builders
+import numpy as np
+import openvino.opset13 as ops
+import pytest
+
+import ovptq
+from ovptq import speed_check
+from ovptq.placement import placer
+from ovptq.quantize import _parse_options, start
+from ovptq.runtime.layers import RuntimeLayer
+from ovptq.runtime.profile import LayerTime, Profile, Profiler
+
+
+def layer(name, kind, ms, precision="f32", ir_name="", inputs=(), original=()):
+    return LayerTime(RuntimeLayer(name, kind, precision, "kernel", original or (name,), ir_name), ms, inputs)
+
+
+def test_a_layer_costs_its_own_time_plus_the_reorders_that_feed_it_or_read_it():
+    profile = Profile([layer("in/reorder", "Reorder", 0.01, inputs=("input",)),
+                       layer("conv", "Convolution", 0.1, "u8", "conv", inputs=("in/reorder",)),
+                       layer("out/reorder", "Reorder", 0.02, inputs=("conv",)),
+                       layer("elsewhere", "Reorder", 0.5, inputs=("input",)),
+                       layer("relu", "Eltwise", 0.3, inputs=("conv",))])
+    assert speed_check.layer_costs(profile) == {"conv": pytest.approx(0.13)}
+
+
+def test_a_slower_layer_exceeds_its_float_cost_by_the_margin_and_by_two_microseconds():
+    fp32 = Profile([layer("a", "Convolution", 1.0, ir_name="a"), layer("b", "Convolution", 1.0, ir_name="b"),
+                    layer("c", "Convolution", 0.001, ir_name="c"), layer("d", "Convolution", 1.0, ir_name="d")])
+    int8 = Profile([layer("a", "Convolution", 1.2, "i8", "a"),      # 20% and 0.2 ms slower
+                    layer("b", "Convolution", 1.09, "u8", "b"),     # within the 10% margin
+                    layer("c", "Convolution", 0.0025, "u8", "c"),   # 2.5x, but 1.5 us
+                    layer("d", "Convolution", 3.0, "f32", "d")])    # slower, but runs float
+    assert speed_check.slower_layers(fp32, int8) == [speed_check.SlowLayer("a", 1.2, 1.0)]
+
+
+def test_costly_quantizers_are_those_inside_an_eltwise_layer_slower_than_its_float_counterpart():
+    fp32 = Profile([layer("chain", "Subgraph", 0.1, original=("mul", "add"))])
+    int8 = Profile([layer("chain", "Subgraph", 0.5, original=("mul", "mul/fq", "add", "add/fq")),
+                    layer("cheap", "Subgraph", 0.001, original=("x/fq",))])
+    assert speed_check.costly_quantizers(fp32, int8, {"mul/fq", "add/fq", "x/fq"}) == ["mul/fq", "add/fq"]
+
+
+def placed(model):
+    options = _parse_options(None, "ANY", 300, True, None, None, None, None)
+    return placer.STAGE.run(start(model, ovptq.Dataset(builders.images(4)), options))
+
+
+def test_a_layer_goes_back_with_the_quantizers_that_lead_to_no_other_int8_layer():
+    state = placed(builders.residual_block())
+    # conv4 reads relu3, the residual add reads conv3 and relu1; relu1 also feeds conv2
+    assert speed_check.quantizers_of(state, {"conv4"}) == ({"relu3/fq_output_0", "conv3/bias/fq_output_0"},
+                                                           {"conv4"})
+    assert speed_check.quantizers_of(state, {"conv2"}) == (set(), {"conv2"})
+    assert speed_check.quantizers_of(state, {"conv1", "conv2", "conv3", "conv4"})[0] == {
+        q.name for q in state.plan.activations}
+
+
+def two_convolutions():
+    """input -> fast -> relu -> slow -> output"""
+    x = ops.parameter([1, 3, 16, 16], np.float32, name="input")
+    relu = ops.relu(builders.conv(x, 16, "fast"), name="relu")
+    return builders.model(builders.conv(relu, 16, "slow", seed=1), x)
+
+
+def planted(times):
+    """A Profiler whose layer times are `times[ir_name][int8]` (0 for every other layer)."""
+    class Planted(Profiler):
+        def measure(self, runs=1, seconds=0.0):
+            profile = super().measure(1, 0.0)
+            return replace(profile, layers=[
+                replace(t, milliseconds=times.get(t.layer.ir_name, {}).get(t.int8_linear, 0.0))
+                for t in profile.layers])
+    return Planted
+
+
+def quantize_with(monkeypatch, times):
+    monkeypatch.setattr(speed_check, "Profiler", planted(times))
+    int8 = ovptq.quantize(two_convolutions(), ovptq.Dataset(builders.images(8)))
+    record = json.loads(int8.get_rt_info(["ovptq", "speed_check"]).astype(str))
+    return ovptq.inspect(int8).int8_names(), record
+
+
+def test_the_check_gives_back_a_planted_slow_layer_and_keeps_a_fast_one(monkeypatch):
+    int8_names, record = quantize_with(monkeypatch, {"fast": {True: 0.2, False: 1.0},
+                                                     "slow": {True: 1.0, False: 0.2}})
+    assert int8_names == {"fast"}
+    assert record["layers"] == ["slow"] and record["quantizers"] == ["relu/fq_output_0"]
+
+
+def test_a_model_slower_in_int8_as_a_whole_goes_back_to_float(monkeypatch):
+    # no layer is 10% slower, yet together they are: the check gives back every layer that is not faster
+    int8_names, record = quantize_with(monkeypatch, {"fast": {True: 1.05, False: 1.0},
+                                                     "slow": {True: 1.05, False: 1.0}})
+    assert int8_names == set() and sorted(record["layers"]) == ["fast", "slow"]
+
+
+def test_a_change_that_does_not_speed_the_model_up_is_not_kept(monkeypatch):
+    # "slow" is slower alone, but the model without it is not faster: "fast" pays its reorders (planted here as
+    # a float "fast" that costs 2 ms once "slow" runs float)
+    def times(profiler_model):
+        slow_int8 = any(op.get_friendly_name() == "slow/fq_weights_1" for op in profiler_model.get_ops())
+        return {"fast": {True: 0.2 if slow_int8 else 2.0, False: 1.0}, "slow": {True: 1.0, False: 0.2}}
+
+    class Planted(Profiler):
+        def measure(self, runs=1, seconds=0.0):
+            profile = super().measure(1, 0.0)
+            planted_times = times(self.model)
+            return replace(profile, layers=[
+                replace(t, milliseconds=planted_times.get(t.layer.ir_name, {}).get(t.int8_linear, 0.0))
+                for t in profile.layers])
+
+    monkeypatch.setattr(speed_check, "Profiler", Planted)
+    int8 = ovptq.quantize(two_convolutions(), ovptq.Dataset(builders.images(8)))
+    record = json.loads(int8.get_rt_info(["ovptq", "speed_check"]).astype(str))
+    assert ovptq.inspect(int8).int8_names() == {"fast", "slow"}
+    assert record["layers"] == [] and record["kept_after_timing"] == ["slow"]
+
+
+@pytest.mark.parametrize("kwargs", [{"target_device": "GPU"},
+                                    {"advanced_parameters": ovptq.AdvancedQuantizationParameters(speed_check=False)}])
+def test_the_check_can_be_turned_off(kwargs):
+    int8 = ovptq.quantize(two_convolutions(), ovptq.Dataset(builders.images(4)), **kwargs)
+    assert not int8.has_rt_info(["ovptq", "speed_check"]) and int8.has_rt_info(["ovptq", "safety_net"])
+
+
+def test_a_model_too_fast_to_time_is_left_as_it_is():
+    int8 = ovptq.quantize(two_convolutions(), ovptq.Dataset(builders.images(4)))
+    record = json.loads(int8.get_rt_info(["ovptq", "speed_check"]).astype(str))
+    assert record["layers"] == [] and ovptq.inspect(int8).int8_names() == {"fast", "slow"}
