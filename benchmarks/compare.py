@@ -113,7 +113,8 @@ def speed(row: dict, fp32: str, tools: list[str], rounds: int, seconds: int, ext
     fps = {name: m.throughput_fps for name, m in measured.items()}
     ratios = {f"{tool} / {reference.name}": vars(ratio(measured, tool, reference.name))
               for tool in tools for reference in references}
-    ratios["ovptq / nncf"] = vars(ratio(measured, "ovptq", "nncf"))
+    if "ovptq" in tools and "nncf" in tools:
+        ratios["ovptq / nncf"] = vars(ratio(measured, "ovptq", "nncf"))
     row["fp32"]["throughput_fps"] = measured[references[0].name].median("throughput_fps")
     for tool in tools:
         row[tool]["throughput_fps"] = measured[tool].median("throughput_fps")
@@ -164,9 +165,10 @@ def _layers_cell(n: dict, o: dict) -> str:
 
 
 def _fps_cell(r: dict) -> str:
-    if "throughput_fps" not in r["ovptq"]:
+    if "throughput_fps" not in r.get("ovptq", {}):
         return "-"
-    return " / ".join(f"{r[key]['throughput_fps']:.0f}" for key in ("fp32", "nncf", "ovptq"))
+    return " / ".join(f"{r[key]['throughput_fps']:.0f}" if "throughput_fps" in r.get(key, {}) else "-"
+                      for key in ("fp32", "nncf", "ovptq"))
 
 
 def _ratio_cell(r: dict, key: str) -> str:

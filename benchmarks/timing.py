@@ -3,11 +3,15 @@
     python -m benchmarks.timing --models light_resnet50 --variants nncf ovptq ovptq_nobc --repeat 5
     python -m benchmarks.timing --models ppocr_rec ppocr_cls --variants nncf ovptq_nobc ovptq --update-readme
     python -m benchmarks.timing --variants ovptq@../before ovptq      # two versions: a worktree of an old commit
+    python -m benchmarks.timing --models ppocr_rec --variants nncf ovptq --speed-rounds 4   # and the IRs' speed
 
 `benchmarks.compare` quantizes once per variant, and on a shared machine one run can be 10% off. Here each round
 runs every variant once, each in its own process, in an order that rotates from round to round; a ratio is taken
 within each round (the runs are minutes apart at most) and the table gives the median of those ratios against the
 first variant listed, and against the variant listed just before, with their smallest and largest values.
+With --speed-rounds, the IRs of the last round then run in benchmark_app against the FP32 IR at the plugin's
+default inference precision (and at bf16 / f32 where the CPU has bf16), in alternating rounds, as in
+benchmarks.compare.
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.compare import RESULTS, calibration_folder, command_line, publish, run_tool, save_run, variant_argument
+from benchmarks.compare import (RESULTS, calibration_folder, command_line, publish, run_tool, save_run, speed,
+                                speed_table, variant_argument)
 
 
 def rounds_of(name: str, variants: list[str], repeat: int, subset_size: int, work: Path) -> list[dict]:
-    """One dict per round: variant -> {"quantize_seconds", "peak_rss_mb"}."""
+    """One dict per round: variant -> {"quantize_seconds", "peak_rss_mb", "xml"}."""
     from models import get_model
     spec = get_model(name)
     data = calibration_folder(spec, subset_size)
@@ -34,11 +39,21 @@ def rounds_of(name: str, variants: list[str], repeat: int, subset_size: int, wor
         runs = {}
         for variant in order:
             result = run_tool(variant, spec.xml_path(), data, out_dir, subset_size, spec.model_type)
-            runs[variant] = {key: result[key] for key in ("quantize_seconds", "peak_rss_mb")}
+            runs[variant] = {key: result[key] for key in ("quantize_seconds", "peak_rss_mb", "xml")}
         print(f"  round {index + 1}: " + ", ".join(f"{v} {runs[v]['quantize_seconds']:.2f} s" for v in variants),
               flush=True)
         rounds.append(runs)
     return rounds
+
+
+def speed_row(name: str, last_round: dict, rounds: int, seconds: int) -> dict:
+    """The last round's IRs against the FP32 IR in benchmark_app, as a benchmarks.compare row (the table needs
+    the "nncf" and "ovptq" variants)."""
+    from models import get_model
+    spec = get_model(name)
+    row = {"model": name, "fp32": {}, **{variant: {"xml": run["xml"]} for variant, run in last_round.items()}}
+    row["speed"] = speed(row, str(spec.xml_path()), list(last_round), rounds, seconds, list(spec.benchmark_app_args))
+    return row
 
 
 def summary(name: str, variants: list[str], rounds: list[dict]) -> dict:
@@ -85,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
                              "the ovptq of another checkout")
     parser.add_argument("--repeat", type=int, default=5, help="rounds")
     parser.add_argument("--subset-size", type=int, default=300)
+    parser.add_argument("--speed-rounds", type=int, default=0,
+                        help="benchmark_app rounds on the last round's IRs against the FP32 IR (0: none)")
+    parser.add_argument("--seconds", type=int, default=10, help="duration of each benchmark_app run")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--update-readme", action="store_true", help="write the table into README.md")
     args = parser.parse_args(argv)
@@ -93,10 +111,17 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in args.models:
         print(f"== {name}", flush=True)
-        rows.append(summary(name, args.variants, rounds_of(name, args.variants, args.repeat, args.subset_size,
-                                                          args.out / "irs" / "timing")))
+        rounds = rounds_of(name, args.variants, args.repeat, args.subset_size, args.out / "irs" / "timing")
+        rows.append(summary(name, args.variants, rounds))
+        if args.speed_rounds:
+            rows[-1]["speed_row"] = speed_row(name, rounds[-1], args.speed_rounds, args.seconds)
         print("\n".join(table(rows[-1:])), flush=True)
-    publish(save_run(args.out, "timing", command, started, rows, table(rows)), "timing", args.update_readme)
+    lines = table(rows)
+    speeds = [r["speed_row"] for r in rows if "speed_row" in r]
+    if speeds:
+        lines += ["", "Speed of the last round's IRs (benchmark_app -hint throughput, ratios per round):", "",
+                  *speed_table(speeds)]
+    publish(save_run(args.out, "timing", command, started, rows, lines), "timing", args.update_readme)
     return 0
 
 

@@ -65,3 +65,21 @@ def test_the_layers_report_compares_fp32_and_int8_per_layer_type(tmp_path):
     report = bench.layers_report([str(tmp_path / "fp32.xml"), str(tmp_path / "int8.xml")])
     assert f"fp32.xml at {bench.default_precision()}" in report
     assert "Convolution i8" in report and "Convolution float" in report and "outside int8 Conv/MatMul" in report
+
+
+def test_the_comparison_benchmark_stores_per_round_ratios_against_every_fp32_entry(monkeypatch):
+    from benchmarks import compare
+    fps = {"fp32": [100.0, 50.0], "nncf": [110.0, 60.0], "ovptq": [150.0, 60.0]}
+
+    def measured(entries, rounds, seconds, extra):
+        return {e.name: bench.Measurement(fps["fp32" if e.name.startswith("FP32") else e.name]) for e in entries}
+
+    monkeypatch.setattr(compare, "benchmark_compare", measured)
+    row = {"model": "m", "fp32": {}, "nncf": {"xml": "nncf.xml"}, "ovptq": {"xml": "ovptq.xml"}}
+    result = compare.speed(row, "fp32.xml", ["nncf", "ovptq"], 2, 1, [])
+    default = f"FP32 @ default ({bench.default_precision()})"
+    assert result["ratios"][f"ovptq / {default}"] == {"median": pytest.approx(1.35), "low": 1.2, "high": 1.5,
+                                                      "rounds": 2}
+    assert result["ratios"]["ovptq / nncf"]["low"] == 1.0 and row["ovptq"]["throughput_fps"] == 105.0
+    line = compare.speed_table([row | {"speed": result}])[-1]
+    assert line.startswith("| m | 75 / 85 / 105 | 1.35 (1.20-1.50) | 1.15 (1.10-1.20) |")

@@ -135,3 +135,12 @@ def test_a_model_too_fast_to_time_is_left_as_it_is():
     int8 = ovptq.quantize(two_convolutions(), ovptq.Dataset(builders.images(4)))
     record = json.loads(int8.get_rt_info(["ovptq", "speed_check"]).astype(str))
     assert record["layers"] == [] and ovptq.inspect(int8).int8_names() == {"fast", "slow"}
+
+
+def test_inspect_says_which_float_layers_the_speed_check_gave_back(monkeypatch):
+    monkeypatch.setattr(speed_check, "Profiler", planted({"fast": {True: 0.2, False: 1.0},
+                                                          "slow": {True: 1.0, False: 0.2}}))
+    report = ovptq.inspect(ovptq.quantize(two_convolutions(), ovptq.Dataset(builders.images(8))))
+    assert report.speed_checked == {"slow"}
+    assert "speed check" in str(report) and any("given back by the speed check" in h for h in report.hints())
+    assert not any("Layers in float with quantizers" in h for h in report.hints())

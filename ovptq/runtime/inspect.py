@@ -6,6 +6,7 @@ layer runs as a float element-wise op: the plugin could not fuse it into an int8
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from ovptq.runtime.layers import LINEAR_LAYER_TYPES, RuntimeLayer, runtime_layer
 class Int8Report:
     layers: list[RuntimeLayer] = field(default_factory=list)
     fake_quantize_ops: int = 0  # FakeQuantize ops in the IR (0: an unquantized model)
+    speed_checked: frozenset[str] = frozenset()  # layers the speed check gave back to float (rt_info)
+    speed_check_precision: str = ""
 
     @property
     def linear(self) -> list[RuntimeLayer]:
@@ -66,7 +69,13 @@ class Int8Report:
                          "activation ranges in front of a non-depthwise layer, a zero point on an activation x "
                          "activation MatMul or a deconvolution, or an op between it and the layer that the plugin "
                          "cannot pass through. Re-quantize with ovptq, or ignore the layer (IgnoredScope).")
-        if self.float_linear and self.fake_quantize_ops:
+        given_back = [layer for layer in self.float_linear if (layer.ir_name or layer.name) in self.speed_checked]
+        if given_back:
+            hints.append(f"{len(given_back)} float layers were given back by the speed check: they ran slower in "
+                         f"int8 than the FP32 model at {self.speed_check_precision} on the CPU that quantized "
+                         "(rt_info ovptq/speed_check). For another CPU, quantize with "
+                         "AdvancedQuantizationParameters(speed_check=False).")
+        if len(self.float_linear) > len(given_back) and self.fake_quantize_ops:
             hints.append("Layers in float with quantizers in the model: their inputs or weights are not quantized, "
                          "or quantized in a form the kernel does not take (see the list above).")
         if len(self.precision_reorders) > max(4, len(self.linear) // 2):
@@ -102,7 +111,8 @@ class Int8Report:
                  f"layers run int8 ({self.coverage:.0%}); {len(self.standalone_fake_quantize)} FakeQuantize run "
                  "as separate float layers."]
         for layer in self.float_linear:
-            lines.append(f"  float {layer.layer_type:<16} {layer.name} ({layer.kernel})")
+            why = ", speed check" if (layer.ir_name or layer.name) in self.speed_checked else ""
+            lines.append(f"  float {layer.layer_type:<16} {layer.name} ({layer.kernel}{why})")
         for layer in self.standalone_fake_quantize:
             lines.append(f"  unfused FakeQuantize {layer.name}")
         return "\n".join(lines)
@@ -114,5 +124,8 @@ def inspect(model: ov.Model | str | Path, device: str = "CPU", core: ov.Core | N
     if not isinstance(model, ov.Model):
         model = core.read_model(str(model))
     compiled = core.compile_model(model, device)
+    record = json.loads(model.get_rt_info(["ovptq", "speed_check"]).astype(str)) \
+        if model.has_rt_info(["ovptq", "speed_check"]) else {}
     return Int8Report(runtime_layers(compiled, model),
-                      sum(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops()))
+                      sum(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops()),
+                      frozenset(record.get("layers", ())), record.get("fp32_precision", ""))
