@@ -1,6 +1,7 @@
 """The `ovptq` command: quantize a model, prove it runs INT8, compare its speed.
 
     ovptq quantize MODEL --data DATA -o OUT.xml [options]   # DATA: image folder, .npy / .npz, module:function
+    ovptq quantize ... --max-drop 0.01 --validate pkg.metrics:accuracy --val-data DATA   # accuracy control
     ovptq inspect MODEL.xml [--layers] [--json]            # the INT8 proof from the CPU runtime model
     ovptq bench FP32.xml INT8.xml [...]                    # benchmark_app, alternating, median of rounds
     ovptq report FP32.xml INT8.xml --data DATA             # per-layer error, worst first (table, JSON, PNG)
@@ -42,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--plot", metavar="PATH", help="also draw it (PNG; needs matplotlib)")
     _image_options(report)
     args = parser.parse_args(argv)
+    if args.command == "quantize" and (args.max_drop is not None) != bool(args.validate and args.val_data):
+        parser.error("accuracy control takes --max-drop, --validate and --val-data together")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s")
     from ovptq.errors import OvptqError
     try:
@@ -66,6 +69,12 @@ def _quantize_parser(parser: argparse.ArgumentParser) -> None:
     correction.add_argument("--no-bias-correction", action="store_true")
     correction.add_argument("--full-bias-correction", action="store_true")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (also OVPTQ_PROGRESS=0)")
+    control = parser.add_argument_group("accuracy control (quantize_with_accuracy_control)")
+    control.add_argument("--max-drop", type=float, help="the largest metric drop allowed against FP32")
+    control.add_argument("--drop-type", choices=["absolute", "relative"], default="absolute")
+    control.add_argument("--validate", metavar="MODULE:FUNCTION",
+                         help="validation_fn(compiled_model, validation_data) -> metric (higher is better)")
+    control.add_argument("--val-data", help="validation data, in any form --data takes")
     _image_options(parser)
 
 
@@ -90,9 +99,16 @@ def _quantize(args: argparse.Namespace) -> int:
         scope = ovptq.IgnoredScope(names=args.ignore_names, types=args.ignore_types, patterns=args.ignore_patterns)
     advanced = ovptq.AdvancedQuantizationParameters(disable_bias_correction=args.no_bias_correction,
                                                     show_progress=False if args.no_progress else None)
-    int8 = ovptq.quantize(model, ovptq.Dataset(items), preset=args.preset, subset_size=args.subset_size,
-                          fast_bias_correction=not args.full_bias_correction, model_type=args.model_type,
-                          ignored_scope=scope, advanced_parameters=advanced)
+    options = dict(preset=args.preset, subset_size=args.subset_size, fast_bias_correction=not args.full_bias_correction,
+                   model_type=args.model_type, ignored_scope=scope)
+    if args.max_drop is None:
+        int8 = ovptq.quantize(model, ovptq.Dataset(items), advanced_parameters=advanced, **options)
+    else:
+        validate = cli_data.import_function(args.validate, "--validate")
+        validation = ovptq.Dataset(cli_data.load(args.val_data, model, _images(args)))
+        int8 = ovptq.quantize_with_accuracy_control(model, ovptq.Dataset(items), validation, validate, args.max_drop,
+                                                    args.drop_type, advanced_quantization_parameters=advanced,
+                                                    **options)
     files.save_model(int8, args.output)
     print(f"wrote {args.output}")
     return 0

@@ -90,15 +90,20 @@ def _input_size(model: ov.Model, layout: str) -> tuple[int, int]:
 
 
 def _from_function(source: str):
+    return import_function(source, "--data")()
+
+
+def import_function(source: str, option: str):
+    """The function `module:function` names, imported from the current directory or the Python path."""
     module_name, _, function_name = source.partition(":")
     sys.path.insert(0, str(Path.cwd()))
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
-        raise ParameterError(f"--data {source!r}: module {module_name!r} could not be imported: {error}") from error
+        raise ParameterError(f"{option} {source!r}: module {module_name!r} could not be imported: {error}") from error
     finally:
         sys.path.pop(0)
     function = getattr(module, function_name, None)
     if not callable(function):
-        raise ParameterError(f"--data {source!r}: {module_name} has no function {function_name!r}.")
-    return function()
+        raise ParameterError(f"{option} {source!r}: {module_name} has no function {function_name!r}.")
+    return function

@@ -27,3 +27,7 @@ class IgnoredScopeError(OvptqError):
 
 class StatisticsError(OvptqError):
     """Calibration inference failed or produced unusable values."""
+
+
+class ValidationError(OvptqError):
+    """The caller's validation_fn raised, or returned something that is not a finite number."""

@@ -45,6 +45,13 @@ class TargetDevice(StrEnum):
     NPU = "NPU"
 
 
+class DropType(StrEnum):
+    """How accuracy control measures a drop: ABSOLUTE fp32 - int8, RELATIVE (fp32 - int8) / |fp32|."""
+
+    ABSOLUTE = "absolute"
+    RELATIVE = "relative"
+
+
 class ModelType(StrEnum):
     TRANSFORMER = "transformer"
 

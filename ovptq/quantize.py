@@ -95,6 +95,17 @@ def quantize(model: ov.Model | str | Path, calibration_dataset: Dataset, *,
     With `statistics_path`, the statistics are saved there on the first run and read back (without an inference
     pass) by later runs on the same model and data with other options; see `ovptq.statistics.cache`.
     """
+    return quantized_state(model, calibration_dataset, preset=preset, target_device=target_device,
+                           subset_size=subset_size, fast_bias_correction=fast_bias_correction, model_type=model_type,
+                           ignored_scope=ignored_scope, advanced_parameters=advanced_parameters,
+                           statistics_path=statistics_path).result
+
+
+def quantized_state(model: ov.Model | str | Path, calibration_dataset: Dataset, *, preset=None,
+                    target_device=TargetDevice.ANY, subset_size: int = 300, fast_bias_correction: bool = True,
+                    model_type=None, ignored_scope=None, advanced_parameters=None, statistics_path=None) -> State:
+    """What `quantize` does, returning the pipeline's final state (the INT8 model is its `result`), for a caller
+    that goes on changing the plan (accuracy control)."""
     started = time.perf_counter()
     options = _parse_options(preset, target_device, subset_size, fast_bias_correction, model_type, ignored_scope,
                              advanced_parameters, statistics_path)
@@ -105,7 +116,7 @@ def quantize(model: ov.Model | str | Path, calibration_dataset: Dataset, *,
     state = pipeline.run(start(load_model(model, core), calibration_dataset, options, core), DEFAULT_STAGES)
     if state.plan:
         log.info(record.summary(state, time.perf_counter() - started))
-    return state.result
+    return state
 
 
 def start(model: ov.Model, dataset: Dataset, options: Options, core: ov.Core | None = None) -> State:

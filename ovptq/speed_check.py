@@ -110,12 +110,12 @@ def quantizers_of(state: State, layers: set[str]) -> tuple[set[str], set[str]]:
     go too; a quantizer that also feeds an int8 layer stays)."""
     graph, plan = state.graph, state.plan
     int8_layers = {w.node for w in plan.weights if not w.embedding}
-    int8_layers |= {c.node for q in plan.activations for c in q.consumers if _weighted(graph.type(c.node))}
+    int8_layers |= {c.node for q in plan.activations for c in q.consumers if weighted(graph.type(c.node))}
     feeding_int8 = int8_layers - layers
     stack = list(feeding_int8)
     while stack:
         for parent in graph.nx.predecessors(stack.pop()):
-            if parent not in feeding_int8 and not _weighted(graph.type(parent)):
+            if parent not in feeding_int8 and not weighted(graph.type(parent)):
                 feeding_int8.add(parent)
                 stack.append(parent)
     activations = {q.name for q in plan.activations
@@ -123,7 +123,7 @@ def quantizers_of(state: State, layers: set[str]) -> tuple[set[str], set[str]]:
     return activations, {w.node for w in plan.weights if w.node in layers}
 
 
-def _weighted(op_type: str) -> bool:
+def weighted(op_type: str) -> bool:
     rule = OP_RULES.get(op_type)
     return rule is not None and rule.role is Role.WEIGHTED
 
@@ -171,7 +171,7 @@ def proposal(state: State, fp32: Profile, int8: Profile, current_ms: float,
     slow = [s for s in slower_layers(fp32, int8) if s.layer not in rejected]
     if slow:
         return (*quantizers_of(state, {s.layer for s in slow}), slow)
-    direct = {q.name for q in state.plan.activations if any(_weighted(state.graph.type(c.node)) for c in q.consumers)}
+    direct = {q.name for q in state.plan.activations if any(weighted(state.graph.type(c.node)) for c in q.consumers)}
     eltwise = {q.name for q in state.plan.activations} - direct - rejected
     costly = set(costly_quantizers(fp32, int8, eltwise))
     if costly:

@@ -79,6 +79,12 @@ def restamp(state: State) -> ov.Model:
     return state.result
 
 
+def stamp(model: ov.Model, values: Mapping[str, object]) -> ov.Model:
+    """`model` (ovptq's own, built by `apply`) with `values` added to its rt_info under ovptq/."""
+    _stamp(model, values)
+    return model
+
+
 def _stamp(model: ov.Model, values: Mapping[str, object]) -> None:
     for key, value in values.items():
         model.set_rt_info(str(value), ["ovptq", *key.split("/")])

@@ -19,8 +19,12 @@ from ovptq.runtime.layers import LINEAR_LAYER_TYPES, RuntimeLayer, runtime_layer
 class Int8Report:
     layers: list[RuntimeLayer] = field(default_factory=list)
     fake_quantize_ops: int = 0  # FakeQuantize ops in the IR (0: an unquantized model)
-    speed_checked: frozenset[str] = frozenset()  # layers the speed check gave back to float (rt_info)
+    kept_float: dict[str, str] = field(default_factory=dict)  # layer -> the stage that kept it float (rt_info)
     speed_check_precision: str = ""
+
+    @property
+    def speed_checked(self) -> set[str]:
+        return {name for name, why in self.kept_float.items() if why == "speed check"}
 
     @property
     def linear(self) -> list[RuntimeLayer]:
@@ -70,12 +74,17 @@ class Int8Report:
                          "activation MatMul or a deconvolution, or an op between it and the layer that the plugin "
                          "cannot pass through. Re-quantize with ovptq, or ignore the layer (IgnoredScope).")
         given_back = [layer for layer in self.float_linear if (layer.ir_name or layer.name) in self.speed_checked]
+        restored = [layer for layer in self.float_linear
+                    if self.kept_float.get(layer.ir_name or layer.name) == "accuracy control"]
+        if restored:
+            hints.append(f"{len(restored)} float layers were restored by accuracy control to meet max_drop "
+                         "(rt_info ovptq/accuracy_control).")
         if given_back:
             hints.append(f"{len(given_back)} float layers were given back by the speed check: they ran slower in "
                          f"int8 than the FP32 model at {self.speed_check_precision} on the CPU that quantized "
                          "(rt_info ovptq/speed_check). For another CPU, quantize with "
                          "AdvancedQuantizationParameters(speed_check=False).")
-        if len(self.float_linear) > len(given_back) and self.fake_quantize_ops:
+        if len(self.float_linear) > len(given_back) + len(restored) and self.fake_quantize_ops:
             hints.append("Layers in float with quantizers in the model: their inputs or weights are not quantized, "
                          "or quantized in a form the kernel does not take (see the list above).")
         if len(self.precision_reorders) > max(4, len(self.linear) // 2):
@@ -111,7 +120,8 @@ class Int8Report:
                  f"layers run int8 ({self.coverage:.0%}); {len(self.standalone_fake_quantize)} FakeQuantize run "
                  "as separate float layers."]
         for layer in self.float_linear:
-            why = ", speed check" if (layer.ir_name or layer.name) in self.speed_checked else ""
+            why = self.kept_float.get(layer.ir_name or layer.name, "")
+            why = f", {why}" if why else ""
             lines.append(f"  float {layer.layer_type:<16} {layer.name} ({layer.kernel}{why})")
         for layer in self.standalone_fake_quantize:
             lines.append(f"  unfused FakeQuantize {layer.name}")
@@ -124,8 +134,14 @@ def inspect(model: ov.Model | str | Path, device: str = "CPU", core: ov.Core | N
     if not isinstance(model, ov.Model):
         model = core.read_model(str(model))
     compiled = core.compile_model(model, device)
-    record = json.loads(model.get_rt_info(["ovptq", "speed_check"]).astype(str)) \
-        if model.has_rt_info(["ovptq", "speed_check"]) else {}
+    speed, control = (_record(model, key) for key in ("speed_check", "accuracy_control"))
+    kept_float = {**{name: "speed check" for name in speed.get("layers", ())},
+                  **{name: "accuracy control" for name in control.get("restored", ())}}
     return Int8Report(runtime_layers(compiled, model),
                       sum(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops()),
-                      frozenset(record.get("layers", ())), record.get("fp32_precision", ""))
+                      kept_float, speed.get("fp32_precision", ""))
+
+
+def _record(model: ov.Model, key: str) -> dict:
+    """A stage's JSON record in the model's rt_info (ovptq/<key>), or {}."""
+    return json.loads(model.get_rt_info(["ovptq", key]).astype(str)) if model.has_rt_info(["ovptq", key]) else {}
