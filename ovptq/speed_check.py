@@ -12,6 +12,7 @@ moves it off the brgconv kernel) with its reorders can lose to the bf16 one.
 2. Propose what to give back (`proposal`): the linear layers whose int8 cost exceeds their float cost by MARGIN
    and MIN_LOSS_MS; else the quantizers of element-wise chains that cost more than in float and that no linear
    layer reads; else, while the whole INT8 model is slower than the FP32 one, every layer that is not faster.
+   A proposal whose profiles promise less than MIN_GAIN of the model's time is not worth a rebuild.
 3. Rebuild without the proposal (the int8 weights, and every activation quantizer that no longer leads to an int8
    layer) and time both versions in turn; keep the change only when the model got at least MIN_GAIN faster.
    Up to ROUNDS proposals: a layer back in float changes the reorders of its neighbours.
@@ -140,15 +141,16 @@ class _Timer:
         return Profiler(self.state.core, model, self.feeds)
 
 
-def costly_quantizers(fp32: Profile, int8: Profile, names: set[str]) -> list[str]:
+def costly_quantizers(fp32: Profile, int8: Profile, names: set[str]) -> tuple[list[str], float]:
     """Activation quantizers (of `names`) inside a Subgraph, FakeQuantize or Eltwise layer of the INT8 model that
     costs more than the FP32 layers running the same IR ops (by MARGIN and MIN_LOSS_MS): FakeQuantize ops in an
-    element-wise chain that the plugin could not fold into a convolution or matmul."""
+    element-wise chain that the plugin could not fold into a convolution or matmul. Also the time those layers
+    take beyond their float counterparts (ms)."""
     float_layers: dict[str, list] = defaultdict(list)
     for t in fp32.layers:
         for name in t.layer.original_names:
             float_layers[name].append(t)
-    found = []
+    found, excess = [], 0.0
     for t in int8.layers:
         inside = [n for n in t.layer.original_names if n in names]
         if t.layer.layer_type not in ELEMENTWISE_TYPES or not inside:
@@ -157,26 +159,29 @@ def costly_quantizers(fp32: Profile, int8: Profile, names: set[str]) -> list[str
         float_ms = sum(f.milliseconds for f in counterparts.values())
         if t.milliseconds > (1 + MARGIN) * float_ms and t.milliseconds - float_ms >= MIN_LOSS_MS:
             found.extend(inside)
-    return found
+            excess += t.milliseconds - float_ms
+    return found, excess
 
 
 def proposal(state: State, fp32: Profile, int8: Profile, current_ms: float,
              rejected: set[str]) -> tuple[set[str], set[str], list[SlowLayer]]:
-    """What to try in float next, as (activation quantizers, int8 weights, the slower layers they belong to):
+    """What to try in float next, as (activation quantizers, int8 weights, the slower layers they belong to); only
+    a change whose profiles promise at least MIN_GAIN of the model's time is tried:
     1. the slower linear layers;
     2. else the quantizers of costly element-wise chains that no linear layer reads directly (they only made an
        element-wise op int8);
     3. else, while the INT8 model as a whole is slower than the FP32 one, every int8 layer that is not faster
        (the reorders between int8 and float regions are what costs then)."""
+    worth = MIN_GAIN * current_ms
     slow = [s for s in slower_layers(fp32, int8) if s.layer not in rejected]
-    if slow:
+    if slow and sum(s.int8_ms - s.float_ms for s in slow) >= worth:
         return (*quantizers_of(state, {s.layer for s in slow}), slow)
     direct = {q.name for q in state.plan.activations if any(weighted(state.graph.type(c.node)) for c in q.consumers)}
     eltwise = {q.name for q in state.plan.activations} - direct - rejected
-    costly = set(costly_quantizers(fp32, int8, eltwise))
-    if costly:
-        return costly, set(), []
-    if current_ms <= fp32.milliseconds:
+    costly, excess = costly_quantizers(fp32, int8, eltwise)
+    if costly and excess >= worth:
+        return set(costly), set(), []
+    if current_ms - fp32.milliseconds < worth:
         return set(), set(), []
     float_costs, int8_costs = layer_costs(fp32), layer_costs(int8)
     running = [t.layer.ir_name for t in int8.layers if t.int8_linear and t.layer.ir_name in float_costs]
