@@ -29,7 +29,7 @@ from benchmarks.compare import BENCHMARKS_README, RESULTS, command_line, publish
 MODELS = ["ppocr_rec", "ppocrv5_rec", "mobilenet_v2"]
 DROPS = [0.005, 0.01]
 TOOLS = ["nncf", "ovptq"]
-CALIBRATION, VALIDATION = 150, 200
+CALIBRATION, VALIDATION = 150, 200  # items
 
 
 def validation_set(name: str) -> tuple[list, object]:
