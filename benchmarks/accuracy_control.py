@@ -86,8 +86,8 @@ def worker(tool: str, name: str, max_drop: float, out: Path) -> int:
     else:
         import nncf
         int8 = nncf.quantize_with_accuracy_control(model, nncf.Dataset(calibration),
-                                                   nncf.Dataset(pairs, lambda pair: pair[0]), counted, max_drop,
-                                                   subset_size=CALIBRATION)
+                                                   nncf.Dataset(pairs, lambda pair: pair[0]), counted,
+                                                   max_drop=max_drop, subset_size=CALIBRATION)
     seconds = time.perf_counter() - started
     calls = counted.calls
     ov.save_model(int8, out, compress_to_fp16=False)
