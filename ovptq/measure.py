@@ -74,6 +74,11 @@ def run(core: ov.Core, model: ov.Model, feeds: list[dict]) -> list[list[np.ndarr
     except RuntimeError as error:
         raise StatisticsError(f"The CPU plugin could not compile the measuring model '{model.get_friendly_name()}': "
                               f"{error}") from error
+    return run_compiled(compiled, feeds)
+
+
+def run_compiled(compiled: ov.CompiledModel, feeds: list[dict]) -> list[list[np.ndarray]]:
+    """Per output of a compiled model, its values on every feed."""
     infer_request = compiled.create_infer_request()
     outputs: list[list[np.ndarray]] = [[] for _ in compiled.outputs]
     for feed in feeds:

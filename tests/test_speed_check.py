@@ -145,3 +145,14 @@ def test_inspect_says_which_float_layers_the_speed_check_gave_back(monkeypatch):
     assert report.speed_checked == {"slow"}
     assert "speed check" in str(report) and any("given back by the speed check" in h for h in report.hints())
     assert not any("Layers in float with quantizers" in h for h in report.hints())
+
+
+def test_a_faster_change_that_lowers_the_output_sqnr_is_not_kept(monkeypatch):
+    # the planted "slow" layer would make the model faster in float, but its float version is planted 10 dB worse
+    monkeypatch.setattr(speed_check._Timer, "sqnr", lambda timer, profiler: 10.0 if any(
+        op.get_friendly_name() == "slow" and op.input_value(1).get_node().get_type_name() == "Constant"
+        for op in profiler.model.get_ops()) else 20.0)
+    int8_names, record = quantize_with(monkeypatch, {"fast": {True: 0.2, False: 1.0},
+                                                     "slow": {True: 1.0, False: 0.2}})
+    assert int8_names == {"fast", "slow"}
+    assert record["layers"] == [] and record["kept_after_timing"] == ["slow"]
