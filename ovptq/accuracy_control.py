@@ -276,7 +276,8 @@ def _ranking_feeds(state: State, dataset: Dataset, restorer: AdvancedAccuracyRes
     """The `ranking_subset_size` validation items, of the first `ranking_pool_size`, where INT8 and FP32 disagree
     most: by the per-sample metric drop when known, else by the output error."""
     inputs = ModelInput.of(state.model)
-    pool = [bind_requests(item, inputs, index)[0] for index, item in dataset.items(restorer.ranking_pool_size)]
+    pool = [bind_requests(item, inputs, index)[0]
+            for index, item in dataset.items(restorer.ranking_pool_size, "accuracy control")]
     if len(pool) <= restorer.ranking_subset_size:
         return pool
     errors = measure.sample_errors(measure.run(state.core, state.model, pool),

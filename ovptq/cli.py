@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 
 from ovptq.runtime import bench
@@ -22,6 +23,8 @@ log = logging.getLogger("ovptq")
 
 
 def main(argv: list[str] | None = None) -> int:
+    if hasattr(signal, "SIGPIPE"):  # `ovptq inspect x.xml | head` ends quietly, as a Unix tool does
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     parser = argparse.ArgumentParser(prog="ovptq", description="Post-training INT8 quantization for OpenVINO "
                                      "models.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

@@ -6,6 +6,7 @@ keyed by input name. Arrays may be numpy arrays, `ov.Tensor`s, torch tensors or 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -67,11 +68,22 @@ class Dataset:
         for _, item in self.items():
             yield item
 
-    def items(self, limit: int | None = None) -> Iterator[tuple[int, Any]]:
-        """Yield (index, transformed item) for the first `limit` items; a failing transform names its item."""
-        for index, raw in enumerate(self._source):
+    def items(self, limit: int | None = None, stage: str = "") -> Iterator[tuple[int, Any]]:
+        """Yield (index, transformed item) for the first `limit` items; a failing transform names its item. An
+        exception the data source itself raises reaches the caller as it is, with a note naming the item it was
+        reading and the `stage` that read it."""
+        source = iter(self._source)
+        for index in itertools.count():
             if limit is not None and index >= limit:
                 return
+            try:
+                raw = next(source)
+            except StopIteration:
+                return
+            except Exception as error:
+                error.add_note(f"ovptq: raised by the calibration data source while reading item {index}"
+                               + (f" for {stage}" if stage else "") + ".")
+                raise
             if self._transform is None:
                 yield index, raw
                 continue

@@ -55,11 +55,11 @@ def sample_errors(reference: list[list[np.ndarray]], got: list[list[np.ndarray]]
     return errors
 
 
-def bind(dataset: Dataset, model: ov.Model, samples: int) -> list[dict]:
-    """The first `samples` infer-request feeds of `dataset` for `model`."""
+def bind(dataset: Dataset, model: ov.Model, samples: int, stage: str = "") -> list[dict]:
+    """The first `samples` infer-request feeds of `dataset` for `model` (`stage` names the reader in errors)."""
     inputs = ModelInput.of(model)
     feeds = []
-    for index, item in dataset.items():
+    for index, item in dataset.items(stage=stage):
         for feed in bind_requests(item, inputs, index):
             feeds.append(feed)
             if len(feeds) == samples:

@@ -109,6 +109,7 @@ class AdvancedQuantizationParameters:
     speed_check: profile the INT8 model per layer against the FP32 model on this machine's CPU and give back to
         float the layers that run slower in int8 (see `ovptq.speed_check`). Runs when target_device is ANY or
         CPU; turn it off for an IR quantized here and deployed on another CPU.
+    statistics_device: the OpenVINO device the statistics pass runs on (f32 inference), e.g. "GPU".
     """
 
     overflow_fix: OverflowFix | str | None = None
@@ -125,6 +126,7 @@ class AdvancedQuantizationParameters:
     normalize_graph: bool = True
     safety_net: bool = True
     speed_check: bool = True
+    statistics_device: str = "CPU"
 
     def normalized(self) -> "AdvancedQuantizationParameters":
         """A copy with strings parsed into enums and every value checked."""
@@ -167,6 +169,9 @@ class AdvancedQuantizationParameters:
             if not isinstance(getattr(self, name), bool):
                 raise ParameterError(f"advanced_parameters.{name} must be True or False, "
                                      f"not {getattr(self, name)!r}.")
+        if not isinstance(self.statistics_device, str) or not self.statistics_device:
+            raise ParameterError(f"advanced_parameters.statistics_device={self.statistics_device!r} must be an "
+                                 "OpenVINO device name such as 'CPU' or 'GPU'.")
         return AdvancedQuantizationParameters(
             overflow_fix=overflow, quantize_outputs=self.quantize_outputs,
             activations_range_estimator=activations, weights_range_estimator=weights,
@@ -175,7 +180,7 @@ class AdvancedQuantizationParameters:
             bias_correction_threshold=self.bias_correction_threshold,
             inference_requests=self.inference_requests, show_progress=self.show_progress,
             smooth_quant=self.smooth_quant, smooth_quant_alphas=alphas, normalize_graph=self.normalize_graph,
-            safety_net=self.safety_net, speed_check=self.speed_check)
+            safety_net=self.safety_net, speed_check=self.speed_check, statistics_device=self.statistics_device)
 
     def as_dict(self) -> dict[str, str]:
         return {f.name: str(v) for f, v in zip(fields(self), asdict(self).values())}

@@ -60,7 +60,7 @@ def _collect(state: State, reductions: list, dataset: Dataset) -> tuple[dict, in
     options = state.options
     return collect_statistics(state.model, reductions, dataset, options.subset_size,
                               options.advanced.inference_requests, options.advanced.show_progress, state.core,
-                              mean_items=mean_items(options.subset_size))
+                              mean_items=mean_items(options.subset_size), device=options.advanced.statistics_device)
 
 
 def _recorded(state: State, stages: list[Stage]) -> tuple[Dataset, Dataset | None]:

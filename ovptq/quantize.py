@@ -20,6 +20,7 @@ from ovptq.ranges import activations, weights
 from ovptq.rewrite import record, rewrite
 from ovptq.scope import IgnoredScope
 from ovptq.state import Options, Stage, State
+from ovptq.statistics.compile import check_device
 
 log = logging.getLogger("ovptq")
 
@@ -123,11 +124,14 @@ def start(model: ov.Model, dataset: Dataset, options: Options, core: ov.Core | N
     """The state the pipeline starts from: ovptq's own copy of `model`, normalised (see `ovptq.graph.normalize`),
     with unique op names, as a graph."""
     _refuse_quantized(model)
+    core = core or ov.Core()
+    if options.advanced.statistics_device != "CPU":
+        check_device(core, options.advanced.statistics_device)
     working = model.clone()
     if options.advanced.normalize_graph:
         normalize(working)
     renamed = unique_names(working)
-    return State(options, core or ov.Core(), model, working, Graph(working), dataset, renamed)
+    return State(options, core, model, working, Graph(working), dataset, renamed)
 
 
 def _refuse_quantized(model: ov.Model) -> None:

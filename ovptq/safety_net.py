@@ -170,7 +170,7 @@ class _Meter:
     def __init__(self, state: State):
         self.state = state
         dataset = state.replay if state.replay is not None else state.dataset
-        self.feeds = measure.bind(dataset, state.model, SAMPLES)
+        self.feeds = measure.bind(dataset, state.model, SAMPLES, "the safety net")
         self.reference = measure.run(state.core, state.model, self.feeds)
         self.count = 0
         self.errors: dict[tuple, np.ndarray] = {}

@@ -142,7 +142,7 @@ class _Timer:
     def __init__(self, state: State):
         dataset = state.replay if state.replay is not None else state.dataset
         self.state = state
-        self.samples = measure.bind(dataset, state.model, SAMPLES)
+        self.samples = measure.bind(dataset, state.model, SAMPLES, "the speed check")
         self.feeds = self.samples[:1]
         self._reference = None
 

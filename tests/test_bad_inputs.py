@@ -7,6 +7,7 @@ ignored names) these cover the bad inputs users of the peer run into.
 """
 
 import logging
+import re
 
 import builders
 import numpy as np
@@ -193,3 +194,47 @@ def test_f64_tensors_stay_float_so_the_model_still_compiles():
     int8 = ovptq.quantize(model, ovptq.Dataset(data))
     assert not any(op.get_type_name() == "FakeQuantize" for op in int8.get_ordered_ops())
     np.testing.assert_allclose(builders.infer(int8, data[0])[0], builders.infer(model, data[0])[0])
+
+
+@pytest.mark.parametrize("kwargs, stage", [({}, "the statistics pass"),
+                                           ({"fast_bias_correction": False}, "full bias correction")])
+def test_a_failing_data_source_keeps_its_exception_with_a_note_naming_the_item_and_the_stage(kwargs, stage):
+    images = builders.images(6, shape=(1, 4, 9, 9))
+
+    class Camera:  # reiterable; fails on item 4 of every pass after the first, or of the first
+        passes = 0
+
+        def __iter__(self):
+            Camera.passes += 1
+            for index, image in enumerate(images):
+                if index == 4 and (stage == "the statistics pass" or Camera.passes > 1):
+                    raise ConnectionError("camera unplugged")
+                yield image
+    with pytest.raises(ConnectionError, match="camera unplugged") as error:
+        ovptq.quantize(builders.bias_correction_block(), ovptq.Dataset(Camera()), **kwargs)
+    notes = getattr(error.value, "__notes__", [])
+    assert any("reading item 4" in note and stage in note for note in notes), notes
+
+
+def test_the_statistics_device_is_cpu_by_default_and_can_be_named():
+    items = builders.images(4)
+    named = ovptq.quantize(builders.conv_relu(), ovptq.Dataset(items),
+                           advanced_parameters=ovptq.AdvancedQuantizationParameters(statistics_device="CPU"))
+    default = ovptq.quantize(builders.conv_relu(), ovptq.Dataset(items))
+    fq = [[op.input_value(i).get_node().get_data().tolist() for i in (1, 2)] for m in (named, default)
+          for op in m.get_ordered_ops() if op.get_type_name() == "FakeQuantize"]
+    assert fq[:len(fq) // 2] == fq[len(fq) // 2:]
+    assert named.get_rt_info(["ovptq", "quantization", "advanced_parameters", "statistics_device"]).astype(str) == "CPU"
+
+
+@pytest.mark.parametrize("device, message", [
+    ("NPU", "'NPU': NPU is not available here; the available devices are CPU"),
+    ("HETERO:GPU.1,CPU", "GPU.1 is not available here"),
+    ("", "must be an OpenVINO device name"), (3, "must be an OpenVINO device name")])
+def test_a_statistics_device_that_is_not_available_names_the_available_ones(device, message):
+    if isinstance(device, str) and device and device.split(":")[-1].split(",")[0].split(".")[0] in \
+            ov.Core().available_devices:
+        pytest.skip(f"{device} is available on this machine")
+    with pytest.raises(ParameterError, match=re.escape(message)):
+        ovptq.quantize(builders.conv_relu(), ovptq.Dataset(builders.images(4)),
+                       advanced_parameters=ovptq.AdvancedQuantizationParameters(statistics_device=device))

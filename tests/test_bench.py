@@ -83,3 +83,25 @@ def test_the_comparison_benchmark_stores_per_round_ratios_against_every_fp32_ent
     assert result["ratios"]["ovptq / nncf"]["low"] == 1.0 and row["ovptq"]["throughput_fps"] == 105.0
     line = compare.speed_table([row | {"speed": result}])[-1]
     assert line.startswith("| m | 75 / 85 / 105 | 1.35 (1.20-1.50) | 1.15 (1.10-1.20) |")
+
+
+def test_a_dynamic_fp32_ir_takes_its_shape_from_a_static_int8_ir_or_names_the_option(tmp_path):
+    from ovptq.errors import ParameterError
+    dynamic = builders.dynamic_batch()
+    ov.save_model(dynamic, tmp_path / "fp32.xml")
+    static = builders.dynamic_batch()
+    static.reshape([2, 3, 8, 8])
+    ov.save_model(static, tmp_path / "int8.xml")
+    name = dynamic.inputs[0].get_any_name()
+    assert bench.shape_argument([str(tmp_path / "fp32.xml"), str(tmp_path / "int8.xml")], None) == \
+        f"{name}[2,3,8,8]"
+    assert bench.shape_argument([str(tmp_path / "fp32.xml")], "x[1,3,8,8]") == "x[1,3,8,8]"
+    with pytest.raises(ParameterError, match=rf"input '{name}' has the dynamic shape .*--shape '{name}\[1,3,8,8\]'"):
+        bench.shape_argument([str(tmp_path / "fp32.xml"), str(tmp_path / "fp32.xml")], None)
+
+
+def test_bench_on_a_dynamic_model_without_a_shape_is_a_clear_error_not_a_traceback(tmp_path):
+    from test_cli import ovptq_command
+    ov.save_model(builders.dynamic_batch(), tmp_path / "fp32.xml")
+    done = ovptq_command("bench", tmp_path / "fp32.xml", tmp_path / "fp32.xml", "--rounds", "1")
+    assert done.returncode == 1 and "--shape" in done.stderr and "Traceback" not in done.stderr

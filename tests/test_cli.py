@@ -100,3 +100,11 @@ def test_the_console_script_is_installed():
     assert script.exists()
     done = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "quantize" in done.stdout
+
+
+def test_output_piped_into_a_command_that_stops_reading_ends_quietly(tmp_path, fp32_ir):
+    command = f"{sys.executable} -m ovptq.cli inspect {fp32_ir} --layers | head -1"
+    done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, **ENV_OVERRIDES})
+    assert done.returncode == 0 and len(done.stdout.splitlines()) == 1
+    assert "BrokenPipeError" not in done.stderr and "Traceback" not in done.stderr

@@ -174,8 +174,8 @@ def test_means_on_the_first_items_only(monkeypatch, concurrent_bytes, means_shar
     monkeypatch.setattr(collect, "CONCURRENT_COMPILE_BYTES", concurrent_bytes)
     compiled = []
     compile_model = collect.compile_statistics_model
-    monkeypatch.setattr(collect, "compile_statistics_model", lambda core, m, config:
-                        compiled.append(len(m.model.outputs)) or compile_model(core, m, config))
+    monkeypatch.setattr(collect, "compile_statistics_model", lambda core, m, config, device:
+                        compiled.append(len(m.model.outputs)) or compile_model(core, m, config, device))
     model = builders.dynamic_batch()
     samples = builders.images(6, shape=(1, 3, 8, 8))
     mean = MeanReduction("input", 0, "channel")

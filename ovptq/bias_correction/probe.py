@@ -49,7 +49,7 @@ class BiasProbe:
     def bind(self, dataset: Dataset, count: int) -> list[dict[int, np.ndarray]]:
         """The first `count` items as model inputs, kept in memory for the stages."""
         bound = []
-        for index, item in dataset.items(limit=count):
+        for index, item in dataset.items(limit=count, stage="full bias correction"):
             bound.extend(bind_requests(item, self.data_inputs, index))
         if not bound:
             raise DatasetError("The calibration dataset is empty: full bias correction has no item to run.")

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import openvino as ov
 
+from ovptq.errors import ParameterError
+
 
 def benchmark_app_command() -> str:
     """The benchmark_app beside this Python (pip installs it with openvino), else the one on PATH."""
@@ -234,15 +236,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also profile each IR per layer type (one thread): where INT8 spends time FP32 does not")
 
 
+def shape_argument(xmls: list[str], shape: str | None) -> str | None:
+    """benchmark_app's -shape: `shape` when given; none when the first IR's inputs are static; else the static
+    input shapes of the first IR after it that has them (an INT8 IR saved from a reshaped model). Otherwise a
+    ParameterError names the dynamic input and the option to give."""
+    if shape:
+        return shape
+    core = ov.Core()
+    dynamic = [port for port in core.read_model(xmls[0]).inputs if port.get_partial_shape().is_dynamic]
+    if not dynamic:
+        return None
+    for xml in xmls[1:]:
+        inputs = core.read_model(xml).inputs
+        if all(port.get_partial_shape().is_static for port in inputs):
+            return ",".join(f"{port.get_any_name()}[{','.join(str(d) for d in port.get_shape())}]" for port in inputs)
+    port = dynamic[0]
+    example = ",".join("1" if d.is_dynamic else str(d) for d in port.get_partial_shape())
+    raise ParameterError(f"{xmls[0]}: input '{port.get_any_name()}' has the dynamic shape {port.get_partial_shape()} "
+                         f"and no IR given has a static one; give benchmark_app one with --shape, e.g. --shape "
+                         f"'{port.get_any_name()}[{example}]' with your sizes.")
+
+
 def run(args: argparse.Namespace) -> int:
+    shape = shape_argument([str(x) for x in args.xml], args.shape)
     fp32 = fp32_entries(args.xml[0])
     entries = [*fp32, *(Entry(str(x)) for x in args.xml[1:])]
-    results = compare(entries, args.rounds, args.seconds, ["-shape", args.shape] if args.shape else None,
-                      args.latency)
+    results = compare(entries, args.rounds, args.seconds, ["-shape", shape] if shape else None, args.latency)
     print(format_report(results, [e.name for e in fp32]))
     if args.layers:
         print()
-        print(layers_report([str(x) for x in args.xml], args.shape))
+        print(layers_report([str(x) for x in args.xml], shape))
     return 0
 
 

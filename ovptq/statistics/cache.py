@@ -67,7 +67,7 @@ def hashing(dataset: Dataset, limit: int) -> tuple[Dataset, _ItemHasher]:
     hasher = _ItemHasher()
 
     def source():
-        for _, item in dataset.items(limit=limit):
+        for _, item in dataset.items(limit=limit, stage="the statistics file"):
             hasher.update(item)
             yield item
     return Dataset(source()), hasher

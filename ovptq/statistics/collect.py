@@ -42,7 +42,8 @@ def mean_items(subset_size: int) -> int:
 
 def collect_statistics(model: ov.Model, reductions: list, dataset: Dataset, subset_size: int,
                        inference_requests: int | None = None, show_progress: bool | None = None,
-                       core: ov.Core | None = None, mean_items: int | None = None) -> tuple[dict, int]:
+                       core: ov.Core | None = None, mean_items: int | None = None,
+                       device: str = "CPU") -> tuple[dict, int]:
     """Run up to `subset_size` dataset items; return the value of each reduction and the number of samples seen.
 
     With `mean_items`, the mean reductions are computed on the first `mean_items` items only: a second compiled
@@ -57,7 +58,7 @@ def collect_statistics(model: ov.Model, reductions: list, dataset: Dataset, subs
     length = dataset.get_length()
     expected = min(length, subset_size) if length is not None else subset_size
     bar = progress(total=expected, desc="Statistics", unit="item", enabled=show_progress)
-    stream = dataset.items(limit=subset_size)
+    stream = dataset.items(limit=subset_size, stage="the statistics pass")
     limit = mean_items if full_model.mean_outputs and mean_items is not None and mean_items < subset_size else None
 
     def run(stats_model, compiled, limit, means):
@@ -73,11 +74,11 @@ def collect_statistics(model: ov.Model, reductions: list, dataset: Dataset, subs
         if limit is not None and constant_bytes(model) <= CONCURRENT_COMPILE_BYTES:
             light_model = ranges_only()
             with ThreadPoolExecutor(1) as pool:
-                light = pool.submit(compile_statistics_model, core, light_model, config)
-                compiled = compile_statistics_model(core, full_model, config)
+                light = pool.submit(compile_statistics_model, core, light_model, config, device)
+                compiled = compile_statistics_model(core, full_model, config, device)
                 light = light.result()
         else:
-            compiled = compile_statistics_model(core, full_model, config)
+            compiled = compile_statistics_model(core, full_model, config, device)
         compile_seconds = time.perf_counter() - started
         started = time.perf_counter()
         total_samples, items = run(full_model, compiled, limit, True)
@@ -92,7 +93,7 @@ def collect_statistics(model: ov.Model, reductions: list, dataset: Dataset, subs
                 del compiled  # one compiled model alive from here on
                 if light is None:
                     light_model = ranges_only()
-                    light = compile_statistics_model(core, light_model, config)
+                    light = compile_statistics_model(core, light_model, config, device)
                 compiled, light = light, None
                 samples, count = run(light_model, compiled, None, False)
             total_samples += samples
