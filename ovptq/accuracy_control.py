@@ -39,10 +39,11 @@ import openvino as ov
 from ovptq import measure, safety_net
 from ovptq.dataset import Dataset, ModelInput, bind_requests
 from ovptq.errors import ParameterError, ValidationError
+from ovptq.hardware import LINEAR_TYPES
 from ovptq.parameters import AdvancedQuantizationParameters, DropType, TargetDevice
 from ovptq.quantize import load_model, quantized_state
 from ovptq.rewrite import rewrite
-from ovptq.speed_check import quantizers_of, weighted
+from ovptq.speed_check import quantizers_of
 from ovptq.state import State
 
 log = logging.getLogger("ovptq")
@@ -237,17 +238,17 @@ def _restore(state: State, search: _Search, dataset: Dataset, restorer: Advanced
                 return
             if metric > base_metric:
                 base, base_metric = fixed, metric
-    feeds = _ranking_feeds(base, dataset, restorer, sample_drop)
-    ranked = rank(base, _groups(base), feeds)
+    feeds, reference = _ranking_feeds(base, dataset, restorer, sample_drop)
+    ranked = rank(base, _groups(base), feeds, reference)
     for mode in (["activations"] if restorer.restore_activations_first else []) + ["layers"]:
-        if search.exhausted or _bisect(base, base_metric, ranked, mode, search, feeds):
+        if search.exhausted or _bisect(base, base_metric, ranked, mode, search, feeds, reference):
             return
 
 
 def _groups(state: State) -> list[str]:
     """The int8 linear layers of the plan (a group is a layer with its input quantizers)."""
     layers = {w.node for w in state.plan.weights if not w.embedding}
-    layers |= {c.node for q in state.plan.activations for c in q.consumers if weighted(state.graph.type(c.node))}
+    layers |= {c.node for q in state.plan.activations for c in q.consumers if state.graph.type(c.node) in LINEAR_TYPES}
     return sorted(layers, key=state.graph.order_index)
 
 
@@ -259,11 +260,11 @@ def restored(state: State, layers: list[str], mode: str) -> State:
     return replace(state, result=rewrite.apply(state.model, rewrite.edits_of(state)))
 
 
-def rank(state: State, layers: list[str], feeds: list[dict]) -> list[str]:
-    """`layers` by the output SQNR (against FP32, on `feeds`) each gains back in float alone, best first."""
+def rank(state: State, layers: list[str], feeds: list[dict], reference: list[list[np.ndarray]]) -> list[str]:
+    """`layers` by the output SQNR (against the FP32 outputs `reference` on `feeds`) each gains back in float
+    alone, best first."""
     if not layers:
         return []
-    reference = measure.run(state.core, state.model, feeds)
     baseline = measure.output_sqnr(reference, measure.run(state.core, state.result, feeds))
     gains = {layer: measure.output_sqnr(reference, measure.run(state.core, restored(state, [layer], "layers").result,
                                                                feeds)) - baseline for layer in layers}
@@ -272,25 +273,26 @@ def rank(state: State, layers: list[str], feeds: list[dict]) -> list[str]:
 
 
 def _ranking_feeds(state: State, dataset: Dataset, restorer: AdvancedAccuracyRestorerParameters,
-                   sample_drop: np.ndarray | None) -> list[dict]:
+                   sample_drop: np.ndarray | None) -> tuple[list[dict], list[list[np.ndarray]]]:
     """The `ranking_subset_size` validation items, of the first `ranking_pool_size`, where INT8 and FP32 disagree
-    most: by the per-sample metric drop when known, else by the output error."""
+    most (by the per-sample metric drop when known, else by the output error), with the FP32 outputs on them."""
     inputs = ModelInput.of(state.model)
     pool = [bind_requests(item, inputs, index)[0]
             for index, item in dataset.items(restorer.ranking_pool_size, "accuracy control")]
+    reference = measure.run(state.core, state.model, pool)
     if len(pool) <= restorer.ranking_subset_size:
-        return pool
-    errors = measure.sample_errors(measure.run(state.core, state.model, pool),
-                                   measure.run(state.core, state.result, pool))
+        return pool, reference
+    errors = measure.sample_errors(reference, measure.run(state.core, state.result, pool))
     if sample_drop is not None and len(sample_drop) >= len(pool):
         order = np.lexsort((-errors, -sample_drop[:len(pool)]))
     else:
         order = np.argsort(-errors, kind="stable")
-    return [pool[i] for i in order[:restorer.ranking_subset_size]]
+    chosen = order[:restorer.ranking_subset_size]
+    return [pool[i] for i in chosen], [[output[i] for i in chosen] for output in reference]
 
 
 def _bisect(base: State, base_metric: float, ranked: list[str], mode: str, search: _Search,
-            feeds: list[dict]) -> bool:
+            feeds: list[dict], reference: list[list[np.ndarray]]) -> bool:
     """Restore the k best-ranked groups for k = 1, 2, 4, ..., then bisect between the last k that missed the
     budget and the first that met it. True when the budget was met."""
     low, k, previous = 0, 1, base_metric
@@ -307,7 +309,7 @@ def _bisect(base: State, base_metric: float, ranked: list[str], mode: str, searc
         if metric < previous and k > 1:
             log.info("Accuracy control: the metric fell (%.4f -> %.4f): ranking the groups left again.", previous,
                      metric)
-            ranked = ranked[:k] + rank(trial, ranked[k:], feeds)
+            ranked = ranked[:k] + rank(trial, ranked[k:], feeds, reference)
         previous, low, k = metric, k, k * 2
     if met_at is None:
         return False

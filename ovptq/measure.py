@@ -9,7 +9,6 @@ outputs gain. The per-layer report, and any stage that checks a quantized model 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -20,6 +19,7 @@ from ovptq.dataset import Dataset, ModelInput, bind_requests
 from ovptq.errors import StatisticsError
 from ovptq.graph.normalize import normalize
 from ovptq.progress import progress
+from ovptq.rewrite.record import stage_record
 
 
 def sqnr_db(reference: Iterable[np.ndarray], quantized: Iterable[np.ndarray]) -> float:
@@ -114,9 +114,7 @@ def as_quantized(fp32_model: ov.Model, int8_model: ov.Model) -> ov.Model:
 
 def smoothing_of(int8_model: ov.Model) -> dict[str, str]:
     """SmoothQuant's record in an ovptq INT8 model: quantizer -> the op that took 1/s, or "Multiply"."""
-    if not int8_model.has_rt_info(["ovptq", "smooth_quant"]):
-        return {}
-    return json.loads(int8_model.get_rt_info(["ovptq", "smooth_quant"]).astype(str))
+    return stage_record(int8_model, "smooth_quant")
 
 
 def rescaled(int8_model: ov.Model) -> tuple[set[str], set[str], set[str]]:

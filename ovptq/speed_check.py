@@ -39,7 +39,7 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 
 from ovptq import measure, safety_net
-from ovptq.hardware import OP_RULES, Role
+from ovptq.hardware import LINEAR_TYPES
 from ovptq.parameters import TargetDevice
 from ovptq.rewrite import rewrite
 from ovptq.runtime.layers import LINEAR_LAYER_TYPES
@@ -118,22 +118,17 @@ def quantizers_of(state: State, layers: set[str]) -> tuple[set[str], set[str]]:
     go too; a quantizer that also feeds an int8 layer stays)."""
     graph, plan = state.graph, state.plan
     int8_layers = {w.node for w in plan.weights if not w.embedding}
-    int8_layers |= {c.node for q in plan.activations for c in q.consumers if weighted(graph.type(c.node))}
+    int8_layers |= {c.node for q in plan.activations for c in q.consumers if graph.type(c.node) in LINEAR_TYPES}
     feeding_int8 = int8_layers - layers
     stack = list(feeding_int8)
     while stack:
         for parent in graph.nx.predecessors(stack.pop()):
-            if parent not in feeding_int8 and not weighted(graph.type(parent)):
+            if parent not in feeding_int8 and graph.type(parent) not in LINEAR_TYPES:
                 feeding_int8.add(parent)
                 stack.append(parent)
     activations = {q.name for q in plan.activations
                    if not any(c.node in feeding_int8 or graph.type(c.node) == "Result" for c in q.consumers)}
     return activations, {w.node for w in plan.weights if w.node in layers}
-
-
-def weighted(op_type: str) -> bool:
-    rule = OP_RULES.get(op_type)
-    return rule is not None and rule.role is Role.WEIGHTED
 
 
 class _Timer:
@@ -192,7 +187,8 @@ def proposal(state: State, fp32: Profile, int8: Profile, current_ms: float,
     slow = [s for s in slower_layers(fp32, int8) if s.layer not in rejected]
     if slow and sum(s.int8_ms - s.float_ms for s in slow) >= worth:
         return (*quantizers_of(state, {s.layer for s in slow}), slow)
-    direct = {q.name for q in state.plan.activations if any(weighted(state.graph.type(c.node)) for c in q.consumers)}
+    direct = {q.name for q in state.plan.activations
+              if any(state.graph.type(c.node) in LINEAR_TYPES for c in q.consumers)}
     eltwise = {q.name for q in state.plan.activations} - direct - rejected
     costly, excess = costly_quantizers(fp32, int8, eltwise)
     if costly and excess >= worth:

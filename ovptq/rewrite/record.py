@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
+import openvino as ov
+
 from ovptq import __version__
 from ovptq.state import State
 
@@ -23,6 +27,11 @@ def rt_info(state: State) -> dict[str, object]:
     for stage in state.stages:
         values.update(stage.record(state))
     return values
+
+
+def stage_record(model: ov.Model, key: str) -> dict:
+    """A stage's JSON record in an INT8 model's rt_info (ovptq/<key>), or {} when it has none."""
+    return json.loads(model.get_rt_info(["ovptq", key]).astype(str)) if model.has_rt_info(["ovptq", key]) else {}
 
 
 def summary(state: State, seconds: float) -> str:

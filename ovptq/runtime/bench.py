@@ -193,16 +193,16 @@ def layers_report(xmls: list[str], shape: str | None = None) -> str:
         if shape:
             model.reshape(parse_shape(shape))
         profiles[xml] = profile(core, model)
-    categories = sorted({c for p in profiles.values() for c in p.by_category()},
-                        key=lambda c: -max(p.by_category().get(c, 0.0) for p in profiles.values()))
+    by_category = {xml: (p.by_category(), p.counts()) for xml, p in profiles.items()}
+    categories = sorted({c for by, _ in by_category.values() for c in by},
+                        key=lambda c: -max(by.get(c, 0.0) for by, _ in by_category.values()))
     names = [Path(x).name[-18:] for x in xmls]
     lines = [f"Per-layer time, ms per inference (one thread, median of runs); {names[0]} at "
              f"{profiles[xmls[0]].precision}",
              f"{'layer type':<28} " + " ".join(f"{n:>18}" for n in names)]
     for category in categories:
         cells = []
-        for p in profiles.values():
-            by, counts = p.by_category(), p.counts()
+        for by, counts in by_category.values():
             cells.append(f"{by.get(category, 0.0):>10.3f} ({counts.get(category, 0):>3})" if category in by
                          else f"{'-':>18}")
         lines.append(f"{category:<28} " + " ".join(cells))
@@ -210,7 +210,7 @@ def layers_report(xmls: list[str], shape: str | None = None) -> str:
                                                                   for p in profiles.values()))
     lines.append(f"{'total':<28} " + " ".join(f"{p.milliseconds:>16.3f}  " for p in profiles.values()))
     for xml, p in profiles.items():
-        for category in [c for c in p.counts() if c.endswith(" i8")]:
+        for category in [c for c in by_category[xml][1] if c.endswith(" i8")]:
             kernels = ", ".join(f"{k} x{n} {ms:.3f} ms" for k, (n, ms) in p.kernels(category).items())
             lines.append(f"{Path(xml).name}: {category} kernels: {kernels}")
     return "\n".join(lines)

@@ -6,12 +6,12 @@ layer runs as a float element-wise op: the plugin could not fuse it into an int8
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import openvino as ov
 
+from ovptq.rewrite.record import stage_record
 from ovptq.runtime.layers import LINEAR_LAYER_TYPES, RuntimeLayer, runtime_layers
 
 
@@ -134,14 +134,9 @@ def inspect(model: ov.Model | str | Path, device: str = "CPU", core: ov.Core | N
     if not isinstance(model, ov.Model):
         model = core.read_model(str(model))
     compiled = core.compile_model(model, device)
-    speed, control = (_record(model, key) for key in ("speed_check", "accuracy_control"))
+    speed, control = (stage_record(model, key) for key in ("speed_check", "accuracy_control"))
     kept_float = {**{name: "speed check" for name in speed.get("layers", ())},
                   **{name: "accuracy control" for name in control.get("restored", ())}}
     return Int8Report(runtime_layers(compiled, model),
                       sum(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops()),
                       kept_float, speed.get("fp32_precision", ""))
-
-
-def _record(model: ov.Model, key: str) -> dict:
-    """A stage's JSON record in the model's rt_info (ovptq/<key>), or {}."""
-    return json.loads(model.get_rt_info(["ovptq", key]).astype(str)) if model.has_rt_info(["ovptq", key]) else {}
