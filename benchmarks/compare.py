@@ -8,7 +8,7 @@
 
 Both tools quantize the same FP32 IR with the same calibration items, each in its own process (peak RSS is per
 tool); ratios are ovptq / NNCF from the same run. Results go to the terminal and to benchmarks/results/ as JSON
-and Markdown (compare.*, or corpus_models.* with --corpus, whose --update-readme writes benchmarks/README.md).
+and Markdown (compare.*, or corpus_models.* with --corpus); --update-readme writes the table into benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ CORPUS = ["ppocr_cls", "ppocr_cls_onnx", "ppocr_det", "ppocr_det_onnx", "ppocr_r
 CORPUS_VARIANTS = ("nncf_transformer",)
 TOOLS = ["nncf", "ovptq"]  # always run: the defaults of both tools
 RESULTS = Path(__file__).parent / "results"
-README = Path(__file__).parent.parent / "README.md"
 BENCHMARKS_README = Path(__file__).parent / "README.md"
 
 
@@ -312,14 +311,14 @@ def command_line(module: str, argv: list[str] | None) -> str:
     return f"python -m {module} {' '.join(argv if argv is not None else sys.argv[1:])}".strip()
 
 
-def publish(markdown: list[str], marker: str, to_readme: bool, readme: Path = README) -> None:
+def publish(markdown: list[str], marker: str, to_readme: bool, readme: Path = BENCHMARKS_README) -> None:
     """Print a run's Markdown and, with `to_readme`, write it between the `marker` markers of `readme`."""
     print("\n".join(markdown))
     if to_readme:
         update_readme(markdown, marker, readme)
 
 
-def update_readme(markdown: list[str], marker: str = "results", readme: Path = README) -> None:
+def update_readme(markdown: list[str], marker: str = "results", readme: Path = BENCHMARKS_README) -> None:
     """Replace the text between the `marker` markers of `readme` with this run's tables."""
     text = readme.read_text()
     start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
@@ -341,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run these (full / no bias correction); their table shows metric and time")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--update-readme", action="store_true",
-                        help="write the table into README.md (benchmarks/README.md with --corpus)")
+                        help="write the table into benchmarks/README.md")
     args = parser.parse_args(argv)
     models = args.models or (corpus_models() if args.corpus else QUICK_MODELS if args.quick else DEFAULT_MODELS)
     subset = args.subset_size or (150 if args.corpus else 50 if args.quick else 300)
@@ -364,8 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         if rows:  # after each model
             markdown = write_results(rows, command, started, args.out, bool(args.variants), args.corpus, failed)
     if rows:
-        publish(markdown, "corpus_models" if args.corpus else "results", args.update_readme,
-                BENCHMARKS_README if args.corpus else README)
+        publish(markdown, "corpus_models" if args.corpus else "results", args.update_readme)
     return 1 if failed else 0
 
 

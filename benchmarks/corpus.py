@@ -2,7 +2,7 @@
 
     python -m benchmarks.corpus                   # all of them (about 1300, a few minutes)
     python -m benchmarks.corpus --limit 100       # the first 100
-    python -m benchmarks.corpus --update-readme   # also write the counts into README.md
+    python -m benchmarks.corpus --update-readme   # also write the counts into benchmarks/README.md
 
 The models are `onnx/backend/test/data/node/*/model.onnx` with their test inputs (`test_data_set_0/input_*.pb`),
 read from the onnx 1.17.0 wheel (the last wheel that ships them), which is fetched once with `pip download` into

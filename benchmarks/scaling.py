@@ -2,7 +2,7 @@
 
     python -m benchmarks.scaling                                   # 4 models x subset 100, 300, 1000
     python -m benchmarks.scaling --models ppocr_cls --sizes 50 100 # a quick look
-    python -m benchmarks.scaling --update-readme                   # also write the table into README.md
+    python -m benchmarks.scaling --update-readme                   # also write the table into benchmarks/README.md
 
 Each (model, subset, tool) runs in its own process, on the same calibration items for both tools (read lazily
 from disk, so the data does not count in peak memory). Results: benchmarks/results/scaling.{json,md,png}.
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS)
     parser.add_argument("--sizes", nargs="+", type=int, default=DEFAULT_SIZES)
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--update-readme", action="store_true", help="write the table into README.md")
+    parser.add_argument("--update-readme", action="store_true", help="write the table into benchmarks/README.md")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         rows += measure(name, sorted(args.sizes), args.out / "irs" / "scaling")
     lines = table(rows)
     if plot(rows, args.out / "scaling.png"):
-        lines += ["", "![quantize time and peak memory against subset size](benchmarks/results/scaling.png)"]
+        lines += ["", "![quantize time and peak memory against subset size](results/scaling.png)"]
     publish(save_run(args.out, "scaling", command, started, rows, lines), "scaling", args.update_readme)
     return 0
 

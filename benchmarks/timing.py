@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="benchmark_app rounds on the last round's IRs against the FP32 IR (0: none)")
     parser.add_argument("--seconds", type=int, default=10, help="duration of each benchmark_app run")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--update-readme", action="store_true", help="write the table into README.md")
+    parser.add_argument("--update-readme", action="store_true", help="write the table into benchmarks/README.md")
     args = parser.parse_args(argv)
     command = command_line("benchmarks.timing", argv)
     started = time.time()

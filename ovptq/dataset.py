@@ -56,7 +56,12 @@ class Dataset:
         return Dataset(kept, self._transform)
 
     def get_length(self) -> int | None:
-        return len(self._source) if hasattr(self._source, "__len__") else None
+        """len() of the source, or None when it has none or cannot tell (a tf.data.Dataset of unknown
+        cardinality raises TypeError)."""
+        try:
+            return len(self._source)
+        except TypeError:
+            return None
 
     def get_batch_size(self) -> int | None:
         return getattr(self._source, "batch_size", None)

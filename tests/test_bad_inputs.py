@@ -216,6 +216,24 @@ def test_a_failing_data_source_keeps_its_exception_with_a_note_naming_the_item_a
     assert any("reading item 4" in note and stage in note for note in notes), notes
 
 
+def test_a_source_whose_len_cannot_tell_is_read_to_its_end():
+    """A tf.data.Dataset of unknown cardinality has __len__ but raises TypeError from it."""
+    images = builders.images(5)
+
+    class Stream:
+        def __iter__(self):
+            return iter(images)
+
+        def __len__(self):
+            raise TypeError("The dataset length is unknown.")
+    assert ovptq.Dataset(Stream()).get_length() is None
+    from_stream = ovptq.quantize(builders.conv_relu(), ovptq.Dataset(Stream()))
+    from_list = ovptq.quantize(builders.conv_relu(), ovptq.Dataset(images))
+    ranges = [[[op.input_value(i).get_node().get_data().tolist() for i in (1, 2, 3, 4)] for op in m.get_ordered_ops()
+               if op.get_type_name() == "FakeQuantize"] for m in (from_stream, from_list)]
+    assert ranges[0] and ranges[0] == ranges[1]
+
+
 def test_the_statistics_device_is_cpu_by_default_and_can_be_named():
     items = builders.images(4)
     named = ovptq.quantize(builders.conv_relu(), ovptq.Dataset(items),
