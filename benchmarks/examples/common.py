@@ -1,10 +1,12 @@
-"""What the examples share: their options, saving the two IRs, and the closing report.
+"""What the examples share: their options, NNCF beside ovptq (--nncf), saving the IRs, and the closing report.
 
 The report prints one line per figure in a fixed form, which the smoke tests read:
 
     accuracy <metric>: FP32 <value>  INT8 <value>
     INT8 layers: <int8> of <linear> Convolution / MatMul layers run int8 on this CPU
     throughput FPS: FP32 <fps> (<precision>)  INT8 <fps>  ratio <median>x
+
+With --nncf, lines starting "NNCF" give the same figures for NNCF's INT8 model.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import tempfile
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 import openvino as ov
 
@@ -35,6 +37,8 @@ def arguments(doc: str, calibration: int, evaluation: int) -> argparse.Namespace
     parser.add_argument("--rounds", type=int, default=2, help="alternating benchmark_app rounds")
     parser.add_argument("--no-speed-check", dest="speed_check", action="store_false",
                         help="keep every quantizer whatever the timing on this CPU (for another deployment CPU)")
+    parser.add_argument("--nncf", action="store_true",
+                        help="also quantize with NNCF's default call on the same data and report it beside ovptq")
     parser.add_argument("--out", type=Path, help="folder to keep model.xml and model_int8.xml in (default: a "
                                                  "temporary folder)")
     return parser.parse_args()
@@ -42,6 +46,16 @@ def arguments(doc: str, calibration: int, evaluation: int) -> argparse.Namespace
 
 def advanced_parameters(args: argparse.Namespace) -> ovptq.AdvancedQuantizationParameters:
     return ovptq.AdvancedQuantizationParameters(speed_check=args.speed_check)
+
+
+def nncf_int8(args: argparse.Namespace, fp32: ov.Model, data_source: Iterable, transform_fn: Callable,
+              subset_size: int) -> ov.Model | None:
+    """With --nncf, NNCF's default call on the same model and data (NNCF is a benchmark peer, not a dependency)."""
+    if not args.nncf:
+        return None
+    import nncf
+
+    return nncf.quantize(fp32.clone(), nncf.Dataset(data_source, transform_fn), subset_size=subset_size)
 
 
 @contextmanager
@@ -60,29 +74,42 @@ def compile_f32(model: ov.Model | str | Path) -> ov.CompiledModel:
     return ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
 
 
-def report(fp32: ov.Model, int8: ov.Model, metric: str, fp32_value: float, int8_value: float,
-           args: argparse.Namespace, shape: str | None = None) -> None:
-    """Save both IRs, print the accuracy, the INT8 layers the CPU runs and the benchmark_app throughput.
-    `shape` is benchmark_app's -shape for a model with dynamic inputs."""
-    print(f"accuracy {metric}: FP32 {fp32_value:.4f}  INT8 {int8_value:.4f}")
-    proof = ovptq.inspect(int8)
+def int8_layers(model: ov.Model) -> str:
+    proof = ovptq.inspect(model)
     kept = Counter(proof.kept_float.values())
-    print(f"INT8 layers: {len(proof.int8_linear)} of {len(proof.linear)} Convolution / MatMul layers run int8 "
-          f"on this CPU" + "".join(f"; {count} kept float by the {stage}" for stage, count in sorted(kept.items())))
+    return (f"{len(proof.int8_linear)} of {len(proof.linear)} Convolution / MatMul layers run int8 on this CPU"
+            + "".join(f"; {count} kept float by the {stage}" for stage, count in sorted(kept.items())))
+
+
+def report(fp32: ov.Model, int8: ov.Model, metric: str, evaluate: Callable[[ov.Model], float],
+           args: argparse.Namespace, shape: str | None = None, peer: ov.Model | None = None) -> None:
+    """Save the IRs, print `evaluate` of each model, the INT8 layers the CPU runs and the benchmark_app throughput
+    (the FP32 IR at the default precision and the other of bf16 / f32). `shape` is benchmark_app's -shape for a
+    model with dynamic inputs; `peer` is NNCF's INT8 model, reported on lines of its own."""
+    print(f"accuracy {metric}: FP32 {evaluate(fp32):.4f}  INT8 {evaluate(int8):.4f}")
+    print(f"INT8 layers: {int8_layers(int8)}")
+    if peer is not None:
+        print(f"NNCF accuracy {metric}: INT8 {evaluate(peer):.4f}\nNNCF INT8 layers: {int8_layers(peer)}")
     with output_folder(args.out) as folder:
-        fp32_xml, int8_xml = folder / "model.xml", folder / "model_int8.xml"
-        ov.save_model(fp32, fp32_xml, compress_to_fp16=False)
-        ov.save_model(int8, int8_xml, compress_to_fp16=False)
+        models = {"model.xml": fp32, "model_int8.xml": int8, **({"model_nncf_int8.xml": peer} if peer else {})}
+        for name, model in models.items():
+            ov.save_model(model, folder / name, compress_to_fp16=False)
         if args.out is not None:
-            print(f"saved {fp32_xml} and {int8_xml}")
+            print(f"saved {', '.join(str(folder / name) for name in models)}")
         if args.seconds <= 0:
             return
-        references = fp32_entries(str(fp32_xml))
-        quantized = Entry(str(int8_xml), label="INT8")
-        results = compare([*references, quantized], rounds=args.rounds, seconds=args.seconds,
+        references = fp32_entries(str(folder / "model.xml"))
+        entries = [Entry(str(folder / "model_int8.xml"), label="INT8")]
+        if peer is not None:
+            entries.append(Entry(str(folder / "model_nncf_int8.xml"), label="NNCF INT8"))
+        results = compare([*references, *entries], rounds=args.rounds, seconds=args.seconds,
                           extra=["-shape", shape] if shape else None)
     print(format_report(results, [r.name for r in references]))
     default = references[0].name
-    print(f"throughput FPS: FP32 {results[default].median('throughput_fps'):.1f} ({default_precision()})  "
-          f"INT8 {results[quantized.name].median('throughput_fps'):.1f}  "
-          f"ratio {ratio(results, quantized.name, default).median:.2f}x")
+    fps = {name: results[name].median("throughput_fps") for name in results}
+    print(f"throughput FPS: FP32 {fps[default]:.1f} ({default_precision()})  INT8 {fps['INT8']:.1f}  "
+          f"ratio {ratio(results, 'INT8', default).median:.2f}x")
+    if peer is not None:
+        print(f"NNCF throughput FPS: INT8 {fps['NNCF INT8']:.1f}  "
+              f"ratio {ratio(results, 'NNCF INT8', default).median:.2f}x  "
+              f"(ovptq / NNCF {ratio(results, 'INT8', 'NNCF INT8').median:.2f}x)")

@@ -17,7 +17,7 @@ import numpy as np
 import openvino as ov
 
 import ovptq
-from benchmarks.examples.common import advanced_parameters, arguments, compile_f32, report
+from benchmarks.examples.common import advanced_parameters, arguments, compile_f32, nncf_int8, report
 from models import ocr_data
 from models.ppocr import PPOCRRec, resize_pad
 from models.zoo import rng_for
@@ -58,10 +58,11 @@ def main() -> None:
     calibration = list(text_lines(args.calibration, CALIBRATION_WORDS, seed=0))
     int8 = ovptq.quantize(fp32, ovptq.Dataset(calibration, transform_fn), subset_size=args.calibration,
                           advanced_parameters=advanced_parameters(args))
+    peer = nncf_int8(args, fp32, calibration, transform_fn, args.calibration)
 
     evaluation = list(text_lines(args.evaluation, EVALUATION_WORDS, seed=1))
-    report(fp32, int8, "word_accuracy", word_accuracy(fp32, evaluation, recogniser),
-           word_accuracy(int8, evaluation, recogniser), args, shape=f"x[1,3,{HEIGHT},{WIDTH}]")
+    report(fp32, int8, "word_accuracy", lambda model: word_accuracy(model, evaluation, recogniser), args,
+           shape=f"x[1,3,{HEIGHT},{WIDTH}]", peer=peer)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import numpy as np
 import openvino as ov
 
 import ovptq
-from benchmarks.examples.common import advanced_parameters, arguments, compile_f32, report
+from benchmarks.examples.common import advanced_parameters, arguments, compile_f32, nncf_int8, report
 from models import ocr_data
 from models.metrics import detection_scores, match_boxes
 from models.ppocr import PPOCRDet, normalize, text_boxes
@@ -73,9 +73,10 @@ def main() -> None:
         images = sorted((folder / "calibration").glob("*.png"))
         int8 = ovptq.quantize(fp32, ovptq.Dataset(images, transform_fn), subset_size=len(images),
                               advanced_parameters=advanced_parameters(args))
+        peer = nncf_int8(args, fp32, images, transform_fn, len(images))
 
-        report(fp32, int8, "text_line_fscore", detection_fscore(fp32, evaluation),
-               detection_fscore(int8, evaluation), args, shape=f"x[1,3,{PAGE},{PAGE}]")
+        report(fp32, int8, "text_line_fscore", lambda model: detection_fscore(model, evaluation), args,
+               shape=f"x[1,3,{PAGE},{PAGE}]", peer=peer)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import ovptq
-from benchmarks.examples.common import advanced_parameters, arguments, compile_f32, report
+from benchmarks.examples.common import advanced_parameters, arguments, compile_f32, nncf_int8, report
 from models import imagenet_photos
 from models.mobilenet_v2 import build_torch_net, weights_path
 
@@ -67,11 +67,14 @@ def main() -> None:
     subset_size = math.ceil(args.calibration / BATCH_SIZE)  # counted in dataset items: batches here
     int8 = ovptq.quantize(fp32, ovptq.Dataset(calibration_loader, transform_fn), subset_size=subset_size,
                           advanced_parameters=advanced_parameters(args))
+    peer = nncf_int8(args, fp32, calibration_loader, transform_fn, subset_size)
 
     evaluation_loader = DataLoader(PhotoCrops(args.evaluation, EVALUATION_HALF, seed=1), batch_size=BATCH_SIZE)
     reference = top1(fp32, evaluation_loader)
-    agreement = float(np.mean(top1(int8, evaluation_loader) == reference))
-    report(fp32, int8, "top1_agreement_with_fp32", 1.0, agreement, args, shape="x[1,3,224,224]")
+
+    def agreement(model: ov.Model) -> float:
+        return float(np.mean(top1(model, evaluation_loader) == reference))
+    report(fp32, int8, "top1_agreement_with_fp32", agreement, args, shape="x[1,3,224,224]", peer=peer)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import openvino as ov
 import tensorflow as tf
 
 import ovptq
-from benchmarks.examples.common import advanced_parameters, arguments, compile_f32, report
+from benchmarks.examples.common import advanced_parameters, arguments, compile_f32, nncf_int8, report
 from models.basic_pitch_notes import FRAME_THRESHOLD, KEYS, FRAMES, SAMPLES, frame_fscore, model_path, music
 from models.zoo import rng_for
 
@@ -59,10 +59,11 @@ def main() -> None:
     calibration = clips(args.calibration, CALIBRATION_STREAM, seed=0)
     int8 = ovptq.quantize(fp32, ovptq.Dataset(calibration, transform_fn), subset_size=args.calibration,
                           advanced_parameters=advanced_parameters(args))
+    peer = nncf_int8(args, fp32, calibration, transform_fn, args.calibration)
 
     evaluation = clips(args.evaluation, EVALUATION_STREAM, seed=1).cache()
-    report(fp32, int8, "note_fscore", note_fscore(fp32, evaluation), note_fscore(int8, evaluation), args,
-           shape=f"input_2[1,{SAMPLES},1]")
+    report(fp32, int8, "note_fscore", lambda model: note_fscore(model, evaluation), args,
+           shape=f"input_2[1,{SAMPLES},1]", peer=peer)
 
 
 if __name__ == "__main__":
