@@ -12,6 +12,7 @@ With --nncf, lines starting "NNCF" give the same figures for NNCF's INT8 model.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import tempfile
 from collections import Counter
@@ -55,6 +56,11 @@ def nncf_int8(args: argparse.Namespace, fp32: ov.Model, data_source: Iterable, t
         return None
     import nncf
 
+    try:
+        len(data_source)
+    except TypeError:  # NNCF 3.4 stops on a source whose len() raises, as a tf.data.Dataset of unknown length does
+        print("NNCF: the data source has no length (NNCF raises TypeError on it); NNCF gets its items as a list")
+        data_source = list(itertools.islice(data_source, subset_size))
     return nncf.quantize(fp32.clone(), nncf.Dataset(data_source, transform_fn), subset_size=subset_size)
 
 
