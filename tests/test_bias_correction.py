@@ -62,8 +62,9 @@ def test_fast_shift_equals_a_direct_computation_for_conv_depthwise_and_matmul():
     ((1, 1), (2, 2), (1, 1), (0, 0), (0, 0), (6, 6)),   # the subsampling 1x1 convolution of a ResNet shortcut
     ((3,), (2,), (1,), (1,), (1,), (8,)),               # 1-D
 ])
-def test_tap_means_match_numpy_at_padded_borders(kernel, strides, dilations, pads_begin, pads_end, size):
-    x = ops.parameter([1, 2, *size], np.float32, name="input")
+@pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic"])
+def test_tap_means_match_numpy_at_padded_borders(kernel, strides, dilations, pads_begin, pads_end, size, dynamic):
+    x = ops.parameter([1, 2, *([-1] * len(size) if dynamic else size)], np.float32, name="input")
     model = builders.model(ops.relu(x, name="relu"), x)
     reduction = MeanReduction("relu", 0, "taps", kernel, strides, dilations, pads_begin, pads_end)
     sample = np.arange(2 * np.prod(size), dtype=np.float32).reshape(1, 2, *size)
@@ -96,6 +97,21 @@ def test_biases_get_corrected_and_recorded():
     assert all(r["method"] == "fast" and r["applied_channels"] > 0 and r["reason"] == "applied"
                for r in records.values())
     assert np.abs(bias_constant(q, "conv/bias") - builders.BIAS).max() > 0
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_dynamic_spatial_sizes_get_the_bias_correction_of_static_ones(fast):
+    """A model read from ONNX often keeps [?, C, ?, ?] inputs; its convolutions are corrected all the same."""
+    dynamic = builders.bias_correction_block()
+    dynamic.reshape({"input": [1, 4, -1, -1]})
+    static, dynamic = quantize(builders.bias_correction_block(), fast_bias_correction=fast), quantize(
+        dynamic, fast_bias_correction=fast)
+    decisions = [{layer: (c["method"], c["applied_channels"]) for layer, c in corrections(q).items()}
+                 for q in (dynamic, static)]
+    assert decisions[0] == decisions[1] and set(decisions[0]) == {"conv", "depthwise", "fc"}
+    assert not fast or all(applied == 6 for _, applied in list(decisions[0].values())[:2])
+    for add in ("conv/bias", "depthwise/bias", "fc/bias"):
+        np.testing.assert_allclose(bias_constant(dynamic, add), bias_constant(static, add), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("fast", [True, False])

@@ -68,7 +68,7 @@ def _layer(graph: Graph, node: str) -> Layer | None:
         return None
     rank = out_shape.rank.get_length()
     if layout is CONV or layout is GROUP_CONV:
-        if rank < 3 or out_shape[1].is_dynamic or graph.op(node).get_input_partial_shape(0).is_dynamic:
+        if rank < 3 or out_shape[1].is_dynamic:  # spatial sizes may be dynamic: tap means are sliced to fit
             return None
     elif layout is DECONV:
         attrs = graph.op(node).get_attributes()

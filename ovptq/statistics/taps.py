@@ -19,11 +19,13 @@ def tap_means(x: ov.Output, reduction: MeanReduction) -> ov.Output:
     """
     shape = x.get_partial_shape()
     rank = shape.rank.get_length()
-    spatial = [shape[i].get_length() for i in range(2, rank)]
-    channels = shape[1].get_length()
     if all(k == 1 for k in reduction.kernel) and all(s == 1 for s in reduction.strides) and not any(
             reduction.pads_begin) and not any(reduction.pads_end):
         return ops.reduce_mean(x, np.arange(2, rank, dtype=np.int64), True).output(0)
+    if any(shape[i].is_dynamic for i in range(1, rank)):
+        return _sliced_tap_means(x, reduction)
+    spatial = [shape[i].get_length() for i in range(2, rank)]
+    channels = shape[1].get_length()
     outputs = [(size + b + e - d * (k - 1) - 1) // s + 1 for size, b, e, d, k, s in zip(
         spatial, reduction.pads_begin, reduction.pads_end, reduction.dilations, reduction.kernel,
         reduction.strides)]
@@ -38,3 +40,29 @@ def tap_means(x: ov.Output, reduction: MeanReduction) -> ov.Output:
     ends = np.array([np.iinfo(np.int64).max, np.iinfo(np.int64).max, *reduction.kernel], np.int64)
     begins = np.zeros(len(ends), np.int64)
     return ops.strided_slice(taps, begins, ends, np.ones(len(ends), np.int64), [], []).output(0)
+
+
+def _sliced_tap_means(x: ov.Output, reduction: MeanReduction) -> ov.Output:
+    """`tap_means` for inputs whose spatial sizes are known only at inference (dynamic shapes).
+
+    The positions that tap t reads form a rectangular grid, so their mean is taken one axis at a time: on each
+    axis, tap t's slice x_pad[t * dilation :: stride] of `outputs` elements (computed from the tensor's own
+    shape), averaged, and the kernel's taps concatenated in its place.
+    """
+    taps = ops.pad(x, np.array([0, 0, *reduction.pads_begin], np.int64), np.array([0, 0, *reduction.pads_end],
+                                                                                   np.int64), "constant").output(0)
+    for axis, (kernel, stride, dilation) in enumerate(zip(reduction.kernel, reduction.strides, reduction.dilations),
+                                                      start=2):
+        size = ops.gather(ops.shape_of(taps, ov.Type.i64), np.array([axis], np.int64), np.int64(0))
+        span = ops.subtract(size, np.array([dilation * (kernel - 1)], np.int64))  # (outputs - 1) * stride + 1
+        outputs = ops.add(ops.divide(ops.subtract(span, np.array([1], np.int64)), np.array([stride], np.int64)),
+                          np.array([1], np.int64))
+        last = ops.multiply(ops.subtract(outputs, np.array([1], np.int64)), np.array([stride], np.int64))
+        means = []
+        for tap in range(kernel):
+            start = np.array([tap * dilation], np.int64)
+            stop = ops.add(last, np.array([tap * dilation + 1], np.int64))
+            window = ops.slice(taps, start, stop, np.array([stride], np.int64), np.array([axis], np.int64))
+            means.append(ops.reduce_mean(window, np.array([axis], np.int64), True))
+        taps = ops.concat(means, axis).output(0) if kernel > 1 else means[0].output(0)
+    return taps
