@@ -151,3 +151,13 @@ def test_error_spread_over_many_quantizers_is_left_alone_rather_than_floated(mon
     monkeypatch.setattr(safety_net, "fixes", lambda state, culprits: [])
     checked = safety_net.STAGE.run(state)
     assert checked.safety_net.repairs == () and checked.plan is state.plan
+
+
+def test_the_summary_says_whether_the_net_repaired_found_nothing_to_do_or_searched_in_vain():
+    from ovptq.rewrite.record import safety_net_phrase
+    repair = safety_net.Repair("conv/weights", "float", 3.0, 3.0)
+    assert safety_net_phrase(safety_net.SafetyNet(8, 15.0, 18.0, (repair,), 5)) == \
+        "output SQNR 18.0 dB after 1 safety-net repairs"
+    assert safety_net_phrase(safety_net.SafetyNet(8, 25.0, 25.0)) == "output SQNR 25.0 dB, no repair needed"
+    assert safety_net_phrase(safety_net.SafetyNet(8, 17.8, 17.8, (), 13)) == \
+        "output SQNR 17.8 dB; the safety net measured 13 models and kept no repair (the log says why)"

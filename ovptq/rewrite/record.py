@@ -52,7 +52,15 @@ def summary(state: State, seconds: float) -> str:
     if state.smoothing is not None and state.smoothing.where:
         parts.append(f"SmoothQuant on {len(state.smoothing.where)} tensors")
     if state.safety_net is not None:
-        net = state.safety_net
-        parts.append(f"output SQNR {net.sqnr_after_db:.1f} dB after {len(net.repairs)} safety-net repairs"
-                     if net.repairs else f"output SQNR {net.sqnr_after_db:.1f} dB, no repair needed")
+        parts.append(safety_net_phrase(state.safety_net))
     return "; ".join(parts) + ". ovptq.inspect(model) shows which layers the CPU runs in int8."
+
+
+def safety_net_phrase(net) -> str:
+    """The summary's words for the safety net: repaired, healthy at the first measurement, or searched in vain."""
+    if net.repairs:
+        return f"output SQNR {net.sqnr_after_db:.1f} dB after {len(net.repairs)} safety-net repairs"
+    if net.measurements <= 1:
+        return f"output SQNR {net.sqnr_after_db:.1f} dB, no repair needed"
+    return (f"output SQNR {net.sqnr_after_db:.1f} dB; the safety net measured {net.measurements} models and kept no "
+            "repair (the log says why)")
