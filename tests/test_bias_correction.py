@@ -114,6 +114,16 @@ def test_dynamic_spatial_sizes_get_the_bias_correction_of_static_ones(fast):
         np.testing.assert_allclose(bias_constant(dynamic, add), bias_constant(static, add), rtol=1e-5, atol=1e-6)
 
 
+def test_a_deconvolution_with_a_dynamic_batch_is_corrected_as_with_a_static_one():
+    images = builders.images(6, shape=(1, 3, 8, 8), seed=3, low=0.0, high=2.0)
+    dynamic = builders.deconvolution_block()
+    dynamic.reshape({"input": [-1, 3, 8, 8]})
+    records = [corrections(ovptq.quantize(m, ovptq.Dataset(images)))
+               for m in (builders.deconvolution_block(), dynamic)]
+    assert records[0]["deconv"]["applied_channels"] > 0
+    assert records[1]["deconv"] == records[0]["deconv"]
+
+
 @pytest.mark.parametrize("fast", [True, False])
 def test_layer_without_bias_gets_one_when_its_shift_matters(fast):
     q = quantize(builders.bias_correction_block(bias=False), fast_bias_correction=fast)

@@ -76,8 +76,8 @@ def weight_error_shift(graph: Graph, layer: Layer, weight: np.ndarray, dequantiz
         return delta @ input_mean if transpose_b else input_mean @ delta
     if layer.layout is DECONV:
         op = graph.op(layer.node)
-        spatial_in = np.prod(list(op.get_input_shape(0))[2:])
-        spatial_out = np.prod(list(op.get_output_shape(0))[2:])
+        spatial_in = np.prod([d.get_length() for d in list(op.get_input_partial_shape(0))[2:]])
+        spatial_out = np.prod([d.get_length() for d in list(op.get_output_partial_shape(0))[2:]])
         # With no padding every (input position, tap) lands inside the output: each tap sees every input value.
         per_channel = delta.sum(axis=tuple(range(2, delta.ndim)))            # [C_in, C_out]
         return (input_mean @ per_channel) * spatial_in / spatial_out

@@ -72,8 +72,10 @@ def _layer(graph: Graph, node: str) -> Layer | None:
             return None
     elif layout is DECONV:
         attrs = graph.op(node).get_attributes()
-        if any(attrs["pads_begin"]) or any(attrs["pads_end"]) or out_shape.is_dynamic:
-            return None
+        in_shape = graph.op(node).get_input_partial_shape(0)
+        if (any(attrs["pads_begin"]) or any(attrs["pads_end"]) or in_shape.rank != out_shape.rank
+                or any(d.is_dynamic for shape in (in_shape, out_shape) for d in list(shape)[1:])):
+            return None  # the shift scales with spatial in / spatial out: any batch, static sizes
     elif layout is MATMUL:
         if (weight.port != 1 or len(weight.shape) != 2 or out_shape[rank - 1].is_dynamic
                 or graph.op(node).get_attributes()["transpose_a"]):
