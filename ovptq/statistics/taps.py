@@ -54,10 +54,9 @@ def _sliced_tap_means(x: ov.Output, reduction: MeanReduction) -> ov.Output:
     for axis, (kernel, stride, dilation) in enumerate(zip(reduction.kernel, reduction.strides, reduction.dilations),
                                                       start=2):
         size = ops.gather(ops.shape_of(taps, ov.Type.i64), np.array([axis], np.int64), np.int64(0))
-        span = ops.subtract(size, np.array([dilation * (kernel - 1)], np.int64))  # (outputs - 1) * stride + 1
-        outputs = ops.add(ops.divide(ops.subtract(span, np.array([1], np.int64)), np.array([stride], np.int64)),
-                          np.array([1], np.int64))
-        last = ops.multiply(ops.subtract(outputs, np.array([1], np.int64)), np.array([stride], np.int64))
+        # the last output position's offset: (outputs - 1) * stride = (size - d * (k - 1) - 1) // s * s
+        reach = ops.subtract(size, np.array([dilation * (kernel - 1) + 1], np.int64))
+        last = ops.multiply(ops.divide(reach, np.array([stride], np.int64)), np.array([stride], np.int64))
         means = []
         for tap in range(kernel):
             start = np.array([tap * dilation], np.int64)
