@@ -13,17 +13,18 @@ BatchNormInference kept), named with ``_onnx`` (``ppocr_rec_onnx``). Both forms 
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import math
 import zlib
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 import openvino as ov
 
 from . import ocr_data
-from .metrics import character_error_rate, ctc_greedy_decode, detection_scores, match_boxes
+from .metrics import Box, character_error_rate, ctc_greedy_decode, detection_scores, match_boxes
 from .zoo import EVAL, Item, ModelLike, ModelSpec, core, rng_for, run
 
 
@@ -57,6 +58,16 @@ def resize_pad(bgr: np.ndarray, height: int, max_width: int) -> np.ndarray:
     out = np.zeros((3, height, max_width), np.float32)
     out[:, :, :new_w] = normalize(cv2.resize(bgr, (new_w, height)))
     return out[None]
+
+
+def fitting_lines(rng: np.random.Generator, pool: int, height: int, width: int) -> Iterator[Tuple[np.ndarray, str]]:
+    """Endless (BGR line image, text) pairs: phrases of 1-3 words from the pool, re-drawn until the rendered line
+    fits height x width without squeezing."""
+    while True:
+        text = ocr_data.random_phrase(rng, pool, 1, 3)
+        line = ocr_data.render_line(rng, text)
+        if line.shape[1] * height <= width * line.shape[0]:
+            yield line, text
 
 
 class _PPOCR(ModelSpec):
@@ -146,6 +157,18 @@ def text_boxes(prob: np.ndarray, thresh: float = 0.3, box_thresh: float = 0.5, u
     return boxes
 
 
+def page_scores(probability_maps: Iterable[np.ndarray], truths: Iterable[Sequence[Box]]) -> Dict[str, float]:
+    """precision, recall and fscore of the boxes found in each page's probability map (see text_boxes) against
+    its text lines at IoU >= 0.5, counted over all pages together."""
+    hits = n_pred = n_gt = 0
+    for prob, gt in zip(probability_maps, truths):
+        pred = text_boxes(prob)
+        hits += match_boxes(pred, gt)
+        n_pred += len(pred)
+        n_gt += len(gt)
+    return detection_scores(hits, n_pred, n_gt)
+
+
 class PPOCRDet(_PPOCR):
     name = "ppocr_det"
     headline = "fscore"
@@ -170,13 +193,8 @@ class PPOCRDet(_PPOCR):
         of text lines matched; fscore: their harmonic mean. Counted over all pages together."""
         n = self.default_n if n is None else n
         items, truths = self.samples(n, seed, EVAL)
-        hits = n_pred = n_gt = 0
-        for out, gt in zip(run(model_or_xml, items), truths):
-            pred = text_boxes(out[0][0, 0])
-            hits += match_boxes(pred, gt)
-            n_pred += len(pred)
-            n_gt += len(gt)
-        return {**detection_scores(hits, n_pred, n_gt), "n": n, "lines": n_gt}
+        scores = page_scores((out[0][0, 0] for out in run(model_or_xml, items)), truths)
+        return {**scores, "n": n, "lines": sum(len(gt) for gt in truths)}
 
 
 class PPOCRRec(_PPOCR):
@@ -214,17 +232,10 @@ class PPOCRRec(_PPOCR):
         return ctc_greedy_decode(probs, self.classes)
 
     def samples(self, n: int, seed: int, pool: int) -> Tuple[List[Item], List[str]]:
-        """Phrases of 1-3 words whose rendered line fits 320x48 without squeezing (re-drawn until it does)."""
+        """Phrases of 1-3 words whose rendered line fits 320x48 without squeezing (see fitting_lines)."""
         rng = rng_for(seed, pool, zlib.crc32(self.data_key.encode()))
-        items, texts = [], []
-        while len(items) < n:
-            text = ocr_data.random_phrase(rng, pool, 1, 3)
-            line = ocr_data.render_line(rng, text)
-            if line.shape[1] * 48 > 320 * line.shape[0]:
-                continue
-            items.append({self.input_name: resize_pad(line, 48, 320)})
-            texts.append(text)
-        return items, texts
+        lines = list(itertools.islice(fitting_lines(rng, pool, 48, 320), n))
+        return [{self.input_name: resize_pad(line, 48, 320)} for line, _ in lines], [text for _, text in lines]
 
     def evaluate(self, model_or_xml: ModelLike, n: Optional[int] = None, seed: int = 1) -> Dict[str, Any]:
         """word_accuracy: share of images whose decoded text equals the rendered text exactly (case-sensitive);

@@ -74,12 +74,6 @@ def output_folder(out: Path | None) -> Iterator[Path]:
         yield Path(folder)
 
 
-def compile_f32(model: ov.Model | str | Path) -> ov.CompiledModel:
-    """Compiled on the CPU at f32, so a CPU that runs FP32 models in bf16 by default scores FP32 as FP32 (the
-    INT8 model's float parts run f32 too)."""
-    return ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-
-
 def int8_layers(model: ov.Model) -> str:
     proof = ovptq.inspect(model)
     kept = Counter(proof.kept_float.values())

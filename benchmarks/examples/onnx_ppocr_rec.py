@@ -11,31 +11,23 @@ exactly (greedy CTC decoding with the character list from the ONNX metadata).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
 
 import numpy as np
 import openvino as ov
 
 import ovptq
-from benchmarks.examples.common import advanced_parameters, arguments, compile_f32, nncf_int8, report
-from models import ocr_data
-from models.ppocr import PPOCRRec, resize_pad
-from models.zoo import rng_for
+from benchmarks.examples.common import advanced_parameters, arguments, nncf_int8, report
+from models.ppocr import PPOCRRec, fitting_lines, resize_pad
+from models.zoo import compile_cpu, rng_for
 
 HEIGHT, WIDTH = 48, 320
 CALIBRATION_WORDS, EVALUATION_WORDS = 0, 1
 
 
-def text_lines(count: int, words: int, seed: int) -> Iterator[tuple[np.ndarray, str]]:
+def text_lines(count: int, words: int, seed: int) -> list[tuple[np.ndarray, str]]:
     """(BGR uint8 line image, its text) for `count` phrases of 1-3 words that fit 320x48 unsqueezed."""
-    rng = rng_for(seed, words)
-    made = 0
-    while made < count:
-        text = ocr_data.random_phrase(rng, words, 1, 3)
-        line = ocr_data.render_line(rng, text)
-        if line.shape[1] * HEIGHT <= WIDTH * line.shape[0]:
-            made += 1
-            yield line, text
+    return list(itertools.islice(fitting_lines(rng_for(seed, words), words, HEIGHT, WIDTH), count))
 
 
 def transform_fn(sample: tuple[np.ndarray, str]) -> dict[str, np.ndarray]:
@@ -45,7 +37,7 @@ def transform_fn(sample: tuple[np.ndarray, str]) -> dict[str, np.ndarray]:
 
 
 def word_accuracy(model: ov.Model, samples: list[tuple[np.ndarray, str]], recogniser: PPOCRRec) -> float:
-    compiled = compile_f32(model)
+    compiled = compile_cpu(model)
     read = [recogniser.decode(compiled(transform_fn(sample))[0][0]) for sample in samples]
     return float(np.mean([text == truth for text, (_, truth) in zip(read, samples)]))
 
@@ -55,12 +47,12 @@ def main() -> None:
     recogniser = PPOCRRec()  # where the ONNX file is, and its character list
     fp32 = ov.Core().read_model(recogniser.onnx_path())
 
-    calibration = list(text_lines(args.calibration, CALIBRATION_WORDS, seed=0))
+    calibration = text_lines(args.calibration, CALIBRATION_WORDS, seed=0)
     int8 = ovptq.quantize(fp32, ovptq.Dataset(calibration, transform_fn), subset_size=args.calibration,
                           advanced_parameters=advanced_parameters(args))
     peer = nncf_int8(args, fp32, calibration, transform_fn, args.calibration)
 
-    evaluation = list(text_lines(args.evaluation, EVALUATION_WORDS, seed=1))
+    evaluation = text_lines(args.evaluation, EVALUATION_WORDS, seed=1)
     report(fp32, int8, "word_accuracy", lambda model: word_accuracy(model, evaluation, recogniser), args,
            shape=f"x[1,3,{HEIGHT},{WIDTH}]", peer=peer)
 

@@ -21,11 +21,10 @@ import numpy as np
 import openvino as ov
 
 import ovptq
-from benchmarks.examples.common import advanced_parameters, arguments, compile_f32, nncf_int8, report
+from benchmarks.examples.common import advanced_parameters, arguments, nncf_int8, report
 from models import ocr_data
-from models.metrics import detection_scores, match_boxes
-from models.ppocr import PPOCRDet, normalize, text_boxes
-from models.zoo import rng_for
+from models.ppocr import PPOCRDet, normalize, page_scores
+from models.zoo import compile_cpu, rng_for
 
 PAGE = 640
 CALIBRATION_WORDS, EVALUATION_WORDS = 0, 1
@@ -51,13 +50,10 @@ def transform_fn(path: Path) -> np.ndarray:
 
 
 def detection_fscore(model: ov.Model, pages: list[Path]) -> float:
-    compiled = compile_f32(model)
-    hits = detected = lines = 0
-    for path in pages:
-        found = text_boxes(compiled(transform_fn(path))[0][0, 0])
-        known = json.loads(path.with_suffix(".json").read_text())
-        hits, detected, lines = hits + match_boxes(found, known), detected + len(found), lines + len(known)
-    return detection_scores(hits, detected, lines)["fscore"]
+    compiled = compile_cpu(model)
+    probability_maps = (compiled(transform_fn(path))[0][0, 0] for path in pages)
+    known = (json.loads(path.with_suffix(".json").read_text()) for path in pages)
+    return page_scores(probability_maps, known)["fscore"]
 
 
 def main() -> None:

@@ -18,9 +18,10 @@ import torch
 from torch.utils.data import DataLoader
 
 import ovptq
-from benchmarks.examples.common import advanced_parameters, arguments, compile_f32, nncf_int8, report
+from benchmarks.examples.common import advanced_parameters, arguments, nncf_int8, report
 from models import imagenet_photos
 from models.mobilenet_v2 import build_torch_net, weights_path
+from models.zoo import compile_cpu
 
 BATCH_SIZE = 128
 CALIBRATION_HALF, EVALUATION_HALF = 0, 1
@@ -50,7 +51,7 @@ def transform_fn(batch: tuple[torch.Tensor, torch.Tensor]) -> np.ndarray:
 
 
 def top1(model: ov.Model, loader: DataLoader) -> np.ndarray:
-    compiled = compile_f32(model)
+    compiled = compile_cpu(model)
     return np.concatenate([compiled(transform_fn(batch))[0].argmax(axis=1) for batch in loader])
 
 

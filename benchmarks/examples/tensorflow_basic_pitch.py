@@ -17,9 +17,9 @@ import openvino as ov
 import tensorflow as tf
 
 import ovptq
-from benchmarks.examples.common import advanced_parameters, arguments, compile_f32, nncf_int8, report
+from benchmarks.examples.common import advanced_parameters, arguments, nncf_int8, report
 from models.basic_pitch_notes import FRAME_THRESHOLD, KEYS, FRAMES, SAMPLES, frame_fscore, model_path, music
-from models.zoo import rng_for
+from models.zoo import compile_cpu, rng_for
 
 CALIBRATION_STREAM, EVALUATION_STREAM = 0, 1
 
@@ -43,7 +43,7 @@ def transform_fn(batch: tuple[tf.Tensor, tf.Tensor]) -> np.ndarray:
 
 
 def note_fscore(model: ov.Model, dataset: tf.data.Dataset) -> float:
-    compiled = compile_f32(model)
+    compiled = compile_cpu(model)
     note = compiled.output("note")
     predicted, known = [], []
     for batch in dataset:
