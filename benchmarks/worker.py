@@ -3,8 +3,8 @@
     python -m benchmarks.worker VARIANT FP32.xml CALIBRATION_DIR OUT.xml REPORT.json [--subset-size N]
 
 VARIANT is ovptq or nncf, optionally with _full (full bias correction), _nobc (no bias correction) or _transformer
-(model_type="transformer"); ovptq_nonet and ovptq_nospeed are ovptq's default with the safety net or the speed check
-off.
+(model_type="transformer"); ovptq_nonet is ovptq's default with the safety net off, ovptq_cpu ovptq with
+target_device="CPU" (the speed check on, its decisions kept in the worker's own speed records folder).
 
 CALIBRATION_DIR holds item_00000.npz, ... (one dataset item each), read lazily while the tool iterates, so the
 data itself does not inflate peak memory. The wall time covers the quantize call only.
@@ -56,10 +56,10 @@ def peak_rss_mb() -> float:
 
 
 # A variant is a tool with its bias correction mode: "fast" (the default of both tools), "full" or "none"; or with
-# model_type="transformer" forced ("_transformer"); or ovptq's default with its safety net ("_nonet") or its speed check
-# ("_nospeed") off.
+# model_type="transformer" forced ("_transformer"); or ovptq's default with its safety net off ("_nonet"); or ovptq for
+# the CPU that quantizes ("_cpu": target_device="CPU").
 VARIANTS = ["nncf", "ovptq", "nncf_full", "ovptq_full", "nncf_nobc", "ovptq_nobc", "nncf_transformer",
-            "ovptq_transformer", "ovptq_nonet", "ovptq_nospeed"]
+            "ovptq_transformer", "ovptq_nonet", "ovptq_cpu"]
 
 
 def quantize(variant: str, model: ov.Model, items: DiskItems, subset_size: int, model_type: str | None = None):
@@ -69,9 +69,10 @@ def quantize(variant: str, model: ov.Model, items: DiskItems, subset_size: int, 
     if tool == "ovptq":
         import ovptq
         advanced = ovptq.AdvancedQuantizationParameters(disable_bias_correction=mode == "nobc",
-                                                        safety_net=mode != "nonet", speed_check=mode != "nospeed")
+                                                        safety_net=mode != "nonet")
         return ovptq.quantize(model, ovptq.Dataset(items), subset_size=subset_size, fast_bias_correction=fast,
-                              model_type=model_type, advanced_parameters=advanced)
+                              model_type=model_type, advanced_parameters=advanced,
+                              target_device="CPU" if mode == "cpu" else "ANY")
     if tool == "nncf":
         import nncf
         advanced = nncf.AdvancedQuantizationParameters(disable_bias_correction=mode == "nobc")

@@ -65,6 +65,9 @@ def _quantize_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=["performance", "mixed"])
     parser.add_argument("--subset-size", type=int, default=300)
     parser.add_argument("--model-type", choices=["transformer"])
+    parser.add_argument("--target-device", choices=["ANY", "CPU", "GPU", "NPU"], default="ANY",
+                        help="ANY (default): an IR for any device, no decision taken from this machine's timings; "
+                             "CPU: for this CPU, layers slower in int8 here go back to float (the speed check)")
     parser.add_argument("--ignore-names", nargs="+", default=[], metavar="NAME")
     parser.add_argument("--ignore-types", nargs="+", default=[], metavar="TYPE")
     parser.add_argument("--ignore-patterns", nargs="+", default=[], metavar="REGEX")
@@ -95,6 +98,7 @@ def _quantize(args: argparse.Namespace) -> int:
     import ovptq
     from ovptq import cli_data, files
     from ovptq.quantize import load_model
+    from ovptq.rewrite.record import stage_record
     model = load_model(args.model)
     items = cli_data.load(args.data, model, _images(args))
     scope = None
@@ -103,7 +107,7 @@ def _quantize(args: argparse.Namespace) -> int:
     advanced = ovptq.AdvancedQuantizationParameters(disable_bias_correction=args.no_bias_correction,
                                                     show_progress=False if args.no_progress else None)
     options = dict(preset=args.preset, subset_size=args.subset_size, fast_bias_correction=not args.full_bias_correction,
-                   model_type=args.model_type, ignored_scope=scope)
+                   model_type=args.model_type, ignored_scope=scope, target_device=args.target_device)
     if args.max_drop is None:
         int8 = ovptq.quantize(model, ovptq.Dataset(items), advanced_parameters=advanced, **options)
     else:
@@ -113,7 +117,13 @@ def _quantize(args: argparse.Namespace) -> int:
                                                     args.drop_type, advanced_quantization_parameters=advanced,
                                                     **options)
     files.save_model(int8, args.output)
-    print(f"wrote {args.output}")
+    speed = stage_record(int8, "speed_check")
+    if speed.get("whole_model_in_float"):
+        print(f"wrote {args.output}: NO INT8 LAYER. On this CPU ({speed['cpu']}) the INT8 model ran slower than the "
+              f"FP32 model at {speed['fp32_precision']}, so the speed check gave every layer back to float; quantize "
+              "with --target-device ANY to keep INT8.")
+    else:
+        print(f"wrote {args.output}")
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from os import PathLike
 from dataclasses import asdict, dataclass, fields
 from typing import Any, TypeVar
 
@@ -87,6 +88,59 @@ class AdvancedSmoothQuantParameters:
 
 
 @dataclass(frozen=True)
+class MeasuringParameters:
+    """The thresholds of the measuring stages (`ovptq.measuring`), in one place.
+
+    Safety net: the INT8 model's worst-output SQNR against FP32 on `samples` calibration feeds. At `healthy_db` or
+    more nothing else is measured. Below, a repair must gain `min_gain_db`; a cheaper fix than float is kept when it
+    recovers `fix_share` of what float recovers; at most `max_float_units` units go to float in one repair, which
+    must lower the error of `consistent_share` of the samples; the search measures at most `max_measurements`
+    models and makes at most `max_repairs` repairs. `groups` contiguous groups of quantizers are measured first; the
+    best is halved only while it holds at least `dominant_share` of the noise that all of them remove (else the
+    error is spread thin, which float would buy with many INT8 layers).
+
+    Speed check (target_device="CPU"): a linear layer is slower in int8 when its cost exceeds its float cost by
+    `slower_margin` and `slower_min_ms`; a change is kept when the rebuilt model is at least `min_speedup` faster
+    in every one of `timings` alternating timings and its output SQNR at the default precision falls by at most
+    `max_sqnr_loss_db`; up to `speed_rounds` changes are tried; FP32 models under `min_model_ms` are not timed.
+    """
+
+    samples: int = 8
+    healthy_db: float = 18.0
+    min_gain_db: float = 1.0
+    fix_share: float = 0.8
+    max_float_units: int = 4
+    consistent_share: float = 0.75
+    max_measurements: int = 12
+    max_repairs: int = 4
+    groups: int = 4
+    dominant_share: float = 0.5
+    slower_margin: float = 0.10
+    slower_min_ms: float = 0.002
+    min_speedup: float = 0.03
+    timings: int = 3
+    max_sqnr_loss_db: float = 0.5
+    speed_rounds: int = 3
+    min_model_ms: float = 0.1
+
+    def checked(self) -> "MeasuringParameters":
+        for name, value in vars(self).items():
+            whole = isinstance(getattr(MeasuringParameters, name), int)
+            if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)) or value < 0:
+                kind = "a non-negative integer" if whole else "a non-negative number"
+                raise ParameterError(f"advanced_parameters.measuring.{name}={value!r} must be {kind}.")
+        for name in ("samples", "groups", "timings", "max_measurements"):
+            if getattr(self, name) < 1:
+                raise ParameterError(f"advanced_parameters.measuring.{name}={getattr(self, name)!r} must be at "
+                                     "least 1.")
+        for name in ("fix_share", "consistent_share", "dominant_share", "min_speedup"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ParameterError(f"advanced_parameters.measuring.{name}={getattr(self, name)!r} must lie in "
+                                     "[0, 1].")
+        return self
+
+
+@dataclass(frozen=True)
 class AdvancedQuantizationParameters:
     """Expert options. `None` means the documented default.
 
@@ -105,10 +159,13 @@ class AdvancedQuantizationParameters:
     normalize_graph: fuse decomposed activations, normalisations and attention with OpenVINO's own front-end
         passes before placement, so `read_model(onnx)`, `convert_model` and saved IR get the same quantization.
     safety_net: after the INT8 model is built, measure its output error against FP32 and repair the quantizers
-        that cause most of it (see `ovptq.safety_net`).
+        that cause most of it (see `ovptq.measuring.safety_net`).
     speed_check: profile the INT8 model per layer against the FP32 model on this machine's CPU and give back to
-        float the layers that run slower in int8 (see `ovptq.speed_check`). Runs when target_device is ANY or
-        CPU; turn it off for an IR quantized here and deployed on another CPU.
+        float the layers that run slower in int8 (see `ovptq.measuring.speed_check`). None: on with
+        target_device="CPU" (an IR for the CPU that quantizes), off otherwise (an IR for any CPU).
+    speed_records: the folder where the speed check keeps its decisions, keyed by CPU, OpenVINO and ovptq versions
+        and the model, and replays them (None: $OVPTQ_CACHE_DIR/speed_records, else ~/.cache/ovptq/speed_records).
+    measuring: the thresholds of the safety net and the speed check (MeasuringParameters).
     statistics_device: the OpenVINO device the statistics pass runs on (f32 inference), e.g. "GPU".
     """
 
@@ -125,7 +182,9 @@ class AdvancedQuantizationParameters:
     smooth_quant_alphas: AdvancedSmoothQuantParameters = AdvancedSmoothQuantParameters()
     normalize_graph: bool = True
     safety_net: bool = True
-    speed_check: bool = True
+    speed_check: bool | None = None
+    speed_records: str | None = None
+    measuring: MeasuringParameters = MeasuringParameters()
     statistics_device: str = "CPU"
 
     def normalized(self) -> "AdvancedQuantizationParameters":
@@ -164,8 +223,16 @@ class AdvancedQuantizationParameters:
         if self.show_progress is not None and not isinstance(self.show_progress, bool):
             raise ParameterError(f"advanced_parameters.show_progress must be True, False or None, not "
                                  f"{self.show_progress!r}.")
-        for name in ("quantize_outputs", "disable_bias_correction", "normalize_graph", "safety_net",
-                     "speed_check"):
+        if self.speed_check is not None and not isinstance(self.speed_check, bool):
+            raise ParameterError(f"advanced_parameters.speed_check must be True, False or None, not "
+                                 f"{self.speed_check!r}.")
+        if self.speed_records is not None and not isinstance(self.speed_records, str | PathLike):
+            raise ParameterError(f"advanced_parameters.speed_records must be a folder path or None, not "
+                                 f"{self.speed_records!r}.")
+        if not isinstance(self.measuring, MeasuringParameters):
+            raise ParameterError("advanced_parameters.measuring must be an ovptq.MeasuringParameters, not "
+                                 f"{type(self.measuring).__name__}.")
+        for name in ("quantize_outputs", "disable_bias_correction", "normalize_graph", "safety_net"):
             if not isinstance(getattr(self, name), bool):
                 raise ParameterError(f"advanced_parameters.{name} must be True or False, "
                                      f"not {getattr(self, name)!r}.")
@@ -180,7 +247,11 @@ class AdvancedQuantizationParameters:
             bias_correction_threshold=self.bias_correction_threshold,
             inference_requests=self.inference_requests, show_progress=self.show_progress,
             smooth_quant=self.smooth_quant, smooth_quant_alphas=alphas, normalize_graph=self.normalize_graph,
-            safety_net=self.safety_net, speed_check=self.speed_check, statistics_device=self.statistics_device)
+            safety_net=self.safety_net, speed_check=self.speed_check,
+            speed_records=None if self.speed_records is None else str(self.speed_records),
+            measuring=self.measuring.checked(), statistics_device=self.statistics_device)
 
     def as_dict(self) -> dict[str, str]:
-        return {f.name: str(v) for f, v in zip(fields(self), asdict(self).values())}
+        """Every option as text, for rt_info; the speed records' folder is where decisions are kept, not an option
+        of the quantization (and a home folder differs from machine to machine)."""
+        return {f.name: str(v) for f, v in zip(fields(self), asdict(self).values()) if f.name != "speed_records"}

@@ -15,8 +15,9 @@ from types import MappingProxyType
 
 from ovptq.dataset import Dataset
 from ovptq.state import Stage, State
+from ovptq.statistics import cache
 from ovptq.statistics.collect import collect_statistics, mean_items
-from ovptq.statistics.reductions import StatisticsPlan
+from ovptq.statistics.reductions import OutputValues, StatisticsPlan
 
 log = logging.getLogger("ovptq")
 
@@ -78,17 +79,19 @@ def _recorded(state: State, stages: list[Stage]) -> tuple[Dataset, Dataset | Non
 
 def _from_file(state: State, dataset: Dataset, plan: StatisticsPlan, superset: StatisticsPlan) -> tuple[dict, int]:
     """Read the statistics from the file if it exists (checking model and data), else measure the superset and
-    write it."""
-    from ovptq.statistics import cache
+    write it. The model's outputs (`OutputValues`) are not kept in the file: a run that reads it leaves them to the
+    stages that want them (they infer the FP32 model themselves)."""
     options, path = state.options, Path(state.options.statistics_path)
     model_key = cache.model_fingerprint(state.source)
+    kept = [r for r in plan.reductions if not isinstance(r, OutputValues)]
     if path.exists():
         statistics, samples = cache.load(path, model_key, cache.data_fingerprint(dataset, options.subset_size),
-                                         options.subset_size, list(plan.reductions))
+                                         options.subset_size, kept)
         log.info("Statistics read from %s (%d samples): no inference pass.", path, samples)
         return statistics, samples
     hashed, hasher = cache.hashing(dataset, options.subset_size)
     statistics, samples = _collect(state, list(dict.fromkeys([*plan.reductions, *superset.reductions])), hashed)
-    cache.save(path, model_key, hasher.hexdigest(), options.subset_size, samples, statistics)
+    cache.save(path, model_key, hasher.hexdigest(), options.subset_size, samples,
+               {r: v for r, v in statistics.items() if not isinstance(r, OutputValues)})
     log.info("Statistics written to %s.", path)
     return {reduction: statistics[reduction] for reduction in plan.reductions}, samples

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import openvino as ov
 
-from ovptq import pipeline, safety_net, smooth_quant, speed_check
+from ovptq import pipeline, smooth_quant
 from ovptq.bias_correction import fast, full
 from ovptq.dataset import Dataset
 from ovptq.errors import ModelError, ParameterError, UnsupportedModelError
 from ovptq.graph.graph import Graph, unique_names
 from ovptq.graph.normalize import normalize
+from ovptq.measuring import safety_net, speed_check
 from ovptq.parameters import AdvancedQuantizationParameters, ModelType, QuantizationPreset, TargetDevice
 from ovptq.placement import placer
 from ovptq.ranges import activations, weights
@@ -35,7 +36,8 @@ DEFAULT_STAGES: tuple[Stage, ...] = (
     full.STAGE,           # with fast_bias_correction=False: block passes of the int8-weight model
     rewrite.STAGE,        # the one writer: every edit on a fresh clone of the model -> the INT8 model
     safety_net.STAGE,     # INT8 outputs against FP32; the quantizers that cause the error get a fix, or float
-    speed_check.STAGE,    # INT8 layers against FP32 per layer on this CPU; the slower ones go back to float
+    speed_check.STAGE,    # target_device="CPU": INT8 against FP32 per layer on this CPU; slower layers to float
+    rewrite.RECORD_STAGE,  # what every stage did, in the INT8 model's rt_info
 )
 
 
@@ -115,7 +117,7 @@ def quantized_state(model: ov.Model | str | Path, calibration_dataset: Dataset, 
                              f"{type(calibration_dataset).__name__}; wrap the data: ovptq.Dataset(data, transform_fn).")
     core = ov.Core()
     state = pipeline.run(start(load_model(model, core), calibration_dataset, options, core), DEFAULT_STAGES)
-    if state.plan:
+    if not state.finished:
         log.info(record.summary(state, time.perf_counter() - started))
     return state
 

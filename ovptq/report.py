@@ -1,4 +1,4 @@
-"""Per-layer error report: which quantized layers lose the accuracy (measured with `ovptq.measure`).
+"""Per-layer error report: which quantized layers lose the accuracy (measured with `ovptq.measuring.measure`).
 
 For every quantized linear layer (Convolution, MatMul, ...) of the INT8 model, on a few calibration samples:
   own error          the layer alone quantized: its input quantizers and int8 weights applied to the FP32 model's
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-from ovptq import measure
+from ovptq.measuring import measure
 from ovptq.dataset import Dataset
 from ovptq.errors import ModelError
 from ovptq.hardware import LINEAR_TYPES

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 import numpy as np
@@ -28,6 +28,7 @@ import numpy as np
 from ovptq.graph.graph import Graph
 from ovptq.graph.weights import feature_axis, find_weight, weight_value
 from ovptq.hardware import SHAPE_OPS
+from ovptq.outcomes import Smoothing
 from ovptq.parameters import RangeEstimator
 from ovptq.placement.plan import QuantizationPlan
 from ovptq.ranges.activations import state_reductions
@@ -51,18 +52,6 @@ class SmoothGroup:
 
     def reduction(self) -> RangeReduction:
         return RangeReduction(self.producer, self.port, per_channel=True, axis=-1, rows=True)
-
-
-@dataclass(frozen=True)
-class Smoothing:
-    """What SmoothQuant decided: edits for the rewrite, the statistics of the rescaled tensors, and its factors."""
-
-    constants: Mapping[tuple[str, int], ConstantInput] = field(default_factory=dict)  # (node, port) -> last value
-    scalings: tuple[Scaling, ...] = ()
-    statistics: Mapping[RangeReduction, TensorStatistics] = field(default_factory=dict)  # x's quantizer: of x / s
-    input_factors: Mapping[str, np.ndarray] = field(default_factory=dict)   # layer reading x / s -> s
-    output_factors: Mapping[str, np.ndarray] = field(default_factory=dict)  # op that took 1/s (outputs y / s) -> s
-    where: Mapping[str, str] = field(default_factory=dict)   # quantizer -> the op that took 1/s, or "Multiply"
 
 
 def smoothing_groups(graph: Graph, plan: QuantizationPlan) -> list[SmoothGroup]:

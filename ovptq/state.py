@@ -12,24 +12,18 @@ from collections import ChainMap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import MappingProxyType
-from typing import TYPE_CHECKING
 
 import openvino as ov
 
+from ovptq.bias_correction.correct import BiasCorrection
+from ovptq.dataset import Dataset
+from ovptq.graph.graph import Graph
+from ovptq.outcomes import QuantizedWeight, SafetyNet, Smoothing, SpeedCheck
 from ovptq.parameters import AdvancedQuantizationParameters, ModelType, QuantizationPreset, TargetDevice
 from ovptq.placement.plan import QuantizationPlan
+from ovptq.ranges.formulas import FQParams
+from ovptq.scope import IgnoredScope
 
-if TYPE_CHECKING:
-    from ovptq.bias_correction.correct import BiasCorrection
-    from ovptq.dataset import Dataset
-    from ovptq.graph.graph import Graph
-    from ovptq.ranges.formulas import FQParams
-    from ovptq.ranges.weights import QuantizedWeight
-    from ovptq.safety_net import SafetyNet
-    from ovptq.scope import IgnoredScope
-    from ovptq.smooth_quant import Smoothing
-    from ovptq.speed_check import SpeedCheck
 
 @dataclass(frozen=True)
 class Options:
@@ -89,20 +83,6 @@ class State:
     safety_net: SafetyNet | None = None          # what the check of the INT8 model measured and repaired
     speed_check: SpeedCheck | None = None        # what the per-layer timing measured and gave back to float
     finished: bool = False                       # nothing more to do: the pipeline stops
-
-    def without_quantizers(self, activations: set[str], weights: set[str]) -> "State":
-        """This state with the activation quantizers `activations` (by name) and the int8 weights of the layers
-        `weights` out of the plan, and those layers' bias corrections undone: what goes back to float. The model is
-        not rebuilt (the rewrite does that)."""
-        if not activations and not weights:
-            return self
-        plan = replace(self.plan, activations=tuple(q for q in self.plan.activations if q.name not in activations),
-                       weights=tuple(w for w in self.plan.weights if w.node not in weights))
-        correction = self.bias_correction
-        if correction is not None:
-            correction = replace(correction, changed=correction.changed - weights)
-        return replace(self, plan=plan, bias_correction=correction,
-                       weights=MappingProxyType({k: v for k, v in self.weights.items() if k not in weights}))
 
     def range_statistics(self) -> Mapping:
         """The statistics as the quantizers see them: those of x / s where SmoothQuant rescaled a tensor x."""

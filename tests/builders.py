@@ -154,8 +154,13 @@ def images(count: int, shape=(1, 3, 16, 16), seed: int = 0, low: float = -1.0, h
     return [rng.uniform(low, high, size=shape).astype(np.float32) for _ in range(count)]
 
 
-def infer(model_: ov.Model, inputs) -> list[np.ndarray]:
-    compiled = ov.Core().compile_model(model_, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+def infer(model_: ov.Model, inputs, emulated: bool = False) -> list[np.ndarray]:
+    """The model's outputs on `inputs` (f32 on CPU). With `emulated`, its quantizers run in float: what the IR
+    computes on any CPU with 32-bit int8 accumulation (VNNI, AMX), not what a CPU without VNNI makes of it (its
+    kernels saturate pairs of u8 x i8 products at 16 bits): tests of quantization math use it."""
+    from ovptq.measuring.measure import EMULATED
+    config = {"INFERENCE_PRECISION_HINT": "f32", **(EMULATED if emulated else {})}
+    compiled = ov.Core().compile_model(model_, "CPU", config)
     result = compiled(inputs)
     return [result[o] for o in compiled.outputs]
 
@@ -338,3 +343,13 @@ def hswish_block(decomposed: bool) -> ov.Model:
     y = conv(y, 8, "depthwise", seed=1, groups=8)
     y = ops.multiply(y, hsigmoid(conv(y, 8, "gate_conv", kernel=1, seed=4), "hsigmoid"), name="gated")
     return model(conv(y, 8, "conv2", seed=2), x)
+
+
+def ir_bytes(model_: ov.Model) -> tuple[bytes, bytes]:
+    """The model's IR as `ov.save_model` writes it (weights uncompressed): (.xml bytes, .bin bytes)."""
+    import tempfile
+    from pathlib import Path
+    with tempfile.TemporaryDirectory() as tmp:
+        xml = Path(tmp) / "model.xml"
+        ov.save_model(model_, str(xml), compress_to_fp16=False)
+        return xml.read_bytes(), xml.with_suffix(".bin").read_bytes()

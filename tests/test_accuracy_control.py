@@ -11,7 +11,7 @@ import openvino.opset13 as ops
 import pytest
 
 import ovptq
-from ovptq.accuracy_control import Budget
+from ovptq.measuring.accuracy_control import Budget
 from ovptq.errors import ValidationError
 
 ITEMS = builders.images(16, low=0.0, high=1.0)

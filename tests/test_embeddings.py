@@ -73,5 +73,5 @@ def test_quantized_lookup_stays_close_to_fp32():
     quantized = ovptq.quantize(model, ovptq.Dataset(items))
     for item in items:
         reference, = builders.infer(model, item)
-        got, = builders.infer(quantized, item)
+        got, = builders.infer(quantized, item, emulated=True)
         assert np.abs(got - reference).max() < 0.05 * np.abs(reference).max()

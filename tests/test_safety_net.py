@@ -1,4 +1,5 @@
-"""The safety net: it finds and repairs a planted bad quantizer, and leaves a healthy model alone."""
+"""The safety net: it finds and repairs a planted bad quantizer, leaves a healthy model alone at the cost of one
+compilation, and its search ends as soon as the measurements say it will not pay."""
 
 import importlib
 import json
@@ -10,19 +11,23 @@ import numpy as np
 import pytest
 
 import ovptq
-from ovptq import measure, pipeline, safety_net
+from ovptq import pipeline
+from ovptq.measuring import measure, safety_net, trial
+from ovptq.parameters import MeasuringParameters
 from ovptq.ranges.formulas import symmetric_activation
 from ovptq.rewrite import rewrite
 
 quantize_module = importlib.import_module("ovptq.quantize")
 DATA = builders.images(12, seed=2)
-BEFORE_THE_NET = quantize_module.DEFAULT_STAGES[:-1]
+BEFORE_THE_NET = quantize_module.DEFAULT_STAGES[:quantize_module.DEFAULT_STAGES.index(safety_net.STAGE)]
+THRESHOLDS = MeasuringParameters()
 
 
 def built(model):
-    """The state after the rewrite, the safety net not run yet."""
+    """The state after the rewrite, the safety net not run yet (what it asks of the statistics pass measured)."""
     options = quantize_module._parse_options(None, "ANY", 300, True, None, None, None, None)
-    state = pipeline.run(quantize_module.start(model, ovptq.Dataset(DATA), options), BEFORE_THE_NET)
+    declared_only = replace(safety_net.STAGE, run=lambda state: state)
+    state = pipeline.run(quantize_module.start(model, ovptq.Dataset(DATA), options), BEFORE_THE_NET + (declared_only,))
     return replace(state, stages=quantize_module.DEFAULT_STAGES)  # the net's record goes in the rt_info
 
 
@@ -42,17 +47,17 @@ def test_a_planted_bad_quantizer_is_found_and_repaired_and_nothing_else_changes(
     broken = planted(state, bad)
     checked = safety_net.STAGE.run(broken)
     net = checked.safety_net
-    assert net.sqnr_before_db < safety_net.HEALTHY_DB
+    assert net.sqnr_before_db < THRESHOLDS.healthy_db
     assert [r.unit for r in net.repairs] == [bad]
     assert net.sqnr_after_db > net.sqnr_before_db + 10
-    assert net.measurements <= safety_net.MAX_MEASUREMENTS
+    assert net.measurements <= THRESHOLDS.max_measurements and net.ended == "healthy"
     others = {k: v for k, v in checked.activation_ranges.items() if k != bad}
     assert all(others[k] is state.activation_ranges[k] for k in others)
     if net.repairs[0].change == "float":
         assert bad not in {q.name for q in checked.plan.activations}
     else:
         assert checked.activation_ranges[bad] is not broken.activation_ranges[bad]
-    record = json.loads(checked.result.get_rt_info(["ovptq", "safety_net"]).astype(str))
+    record = json.loads(rewrite.RECORD_STAGE.run(checked).result.get_rt_info(["ovptq", "safety_net"]).astype(str))
     assert record["repairs"][0]["quantizer"] == bad and record["sqnr_after_db"] > record["sqnr_before_db"]
     feeds = measure.bind(ovptq.Dataset(DATA), state.model, 8)
     reference = measure.run(state.core, state.model, feeds)
@@ -60,28 +65,56 @@ def test_a_planted_bad_quantizer_is_found_and_repaired_and_nothing_else_changes(
         measure.output_sqnr(reference, measure.run(state.core, broken.result, feeds)) + 10
 
 
-def test_a_healthy_model_is_left_as_it_was():
+def counting_compilations(monkeypatch):
+    """A list that grows by the model's name at every compilation the trial service makes."""
+    compiled = []
+    run = measure.run
+
+    def counted(core, model, feeds, emulated=False):
+        compiled.append(model.get_friendly_name())
+        return run(core, model, feeds, emulated)
+    monkeypatch.setattr(measure, "run", counted)
+    return compiled
+
+
+def test_a_healthy_model_costs_one_compilation_and_is_left_as_it_was(monkeypatch):
     state = built(builders.residual_block())
+    compiled = counting_compilations(monkeypatch)
     checked = safety_net.STAGE.run(state)
     assert checked.safety_net.repairs == () and checked.safety_net.measurements == 1
-    assert checked.safety_net.sqnr_before_db >= safety_net.HEALTHY_DB
+    assert compiled == [state.result.get_friendly_name()]  # the FP32 outputs came from the statistics pass
+    assert checked.safety_net.sqnr_before_db >= THRESHOLDS.healthy_db
     assert checked.plan is state.plan and checked.activation_ranges is state.activation_ranges
-    ours = [(op.get_type_name(), op.get_friendly_name()) for op in checked.result.get_ordered_ops()]
-    assert ours == [(op.get_type_name(), op.get_friendly_name()) for op in state.result.get_ordered_ops()]
+    assert checked.result is state.result
 
 
-def test_localise_bisects_to_the_unit_that_gains_most_measuring_one_half_per_step():
+def test_the_fp32_reference_of_the_statistics_pass_equals_an_fp32_inference():
+    state = built(builders.residual_block())
+    feeds = measure.bind(ovptq.Dataset(DATA), state.model, 8)
+    recorded = trial.recorded_outputs(state, len(feeds))
+    inferred = measure.run(state.core, state.model, feeds)
+    assert recorded is not None and len(recorded[0]) == 8
+    for ours, theirs in zip(recorded, inferred):
+        np.testing.assert_allclose(np.stack(ours), np.stack(theirs), rtol=1e-5, atol=1e-6)
+
+
+def test_localise_halves_the_best_group_measuring_both_halves_in_one_batch():
     units = [safety_net.Unit(f"u{i}", (f"u{i}",)) for i in range(48)]
-    calls = []
+    batches = []
 
-    def gain(part):
-        calls.append(part)
-        return 6.0 if units[29] in part else 0.1 * len(part) / 48
+    def gains(candidates):
+        batches.append(candidates)
+        return [6.0 if units[29] in part else 0.1 * len(part) / 48 for part in candidates]
 
-    found = safety_net.localise(units, gain, {})
+    found = safety_net.localise(units, [], gains, THRESHOLDS)
     assert found == ([units[29]], 6.0)
-    # groups of 8, then 8 -> 4 -> 2 -> 1 measuring one half each time, then the unit found (an inferred half)
-    assert len(calls) == safety_net.GROUPS + 3 + 1 and calls[-1] == [units[29]]
+    # 4 groups of 12 in one batch, then 12 -> 6 -> 3 -> (1, 2) -> 1, a batch of two halves each
+    assert [len(b) for b in batches] == [THRESHOLDS.groups, 2, 2, 2, 2]
+
+
+def test_nothing_is_localised_when_no_candidate_gains_enough():
+    units = [safety_net.Unit(f"u{i}", (f"u{i}",)) for i in range(12)]
+    assert safety_net.localise(units, [], lambda candidates: [0.5] * len(candidates), THRESHOLDS) is None
 
 
 def test_the_net_is_a_stage_of_the_default_call_and_can_be_switched_off():
@@ -108,14 +141,15 @@ def test_the_transformer_rules_quantizers_are_one_candidate_tried_whole():
     [unit] = safety_net.rule_units(state)
     # the rules keep the residual Add float: its quantizers go, except relu1's, which conv2 still reads
     assert unit.activations == ("conv3/bias/fq_output_0",) and unit.weights == ()
+    assert state.plan.rule_float_activations == ("conv3/bias/fq_output_0",)  # recorded by the placement
     units = [safety_net.Unit(f"u{i}", (f"u{i}",)) for i in range(12)]
     together = safety_net.Unit("rules", ("u1", "u7"))
 
-    def gain(part):  # u1 and u7 hurt only together: no group holds both, and each alone gains nothing
-        return 5.0 if {"u1", "u7"} <= {n for u in part for n in u.activations} else 0.0
+    def gains(candidates):  # u1 and u7 hurt only together: no group holds both, and each alone gains nothing
+        return [5.0 if {"u1", "u7"} <= {n for u in part for n in u.activations} else 0.0 for part in candidates]
 
-    assert safety_net.localise(units, gain, {}) is None
-    assert safety_net.localise(units, gain, {}, [together]) == ([together], 5.0)
+    assert safety_net.localise(units, [], gains, THRESHOLDS) is None
+    assert safety_net.localise(units, [together], gains, THRESHOLDS) == ([together], 5.0)
 
 
 def test_the_cheap_fix_of_a_first_layer_is_the_global_input_range_and_full_8_bit_weights():
@@ -129,7 +163,7 @@ def test_the_cheap_fix_of_a_first_layer_is_the_global_input_range_and_full_8_bit
     assert np.abs(fix.weights["conv1"].integers).max() == 127 and not fix.weights["conv1"].quantizer.half_range
     low, high = float(np.min(np.stack(DATA))), float(np.max(np.stack(DATA)))
     assert fix.ranges["input/fq_output_0"].low <= low and fix.ranges["input/fq_output_0"].high >= high
-    repaired = safety_net._with_repairs(state, [], [fix])
+    repaired = trial.changed(state, fix.change())
     assert not next(w for w in repaired.plan.weights if w.node == "conv1").half_range
     assert "conv1" not in repaired.bias_correction.changed
 
@@ -145,19 +179,32 @@ def test_error_spread_over_many_quantizers_is_left_alone_rather_than_floated(mon
     state = planted(built(builders.residual_block()), "relu2/fq_output_0")
     units = safety_net.units_of(state)
     bad = next(i for i, u in enumerate(units) if u.name == "relu2/fq_output_0")
-    many = units[max(0, bad - 2):][:safety_net.MAX_FLOAT_UNITS + 1]   # the bad quantizer and 4 others
-    assert len(many) == safety_net.MAX_FLOAT_UNITS + 1
-    monkeypatch.setattr(safety_net, "localise", lambda units, gain, *rest: (many, gain(many)))
+    many = units[max(0, bad - 2):][:THRESHOLDS.max_float_units + 1]   # the bad quantizer and 4 others
+    assert len(many) == THRESHOLDS.max_float_units + 1
+    monkeypatch.setattr(safety_net, "localise", lambda units, whole, gains, thresholds: (many, gains([many])[0]))
     monkeypatch.setattr(safety_net, "fixes", lambda state, culprits: [])
     checked = safety_net.STAGE.run(state)
     assert checked.safety_net.repairs == () and checked.plan is state.plan
+    assert checked.safety_net.ended == "error spread thin"
+
+
+def test_the_search_ends_when_it_has_measured_as_many_models_as_it_may():
+    state = planted(built(builders.residual_block()), "relu2/fq_output_0")
+    thresholds = MeasuringParameters(max_measurements=3)
+    state = replace(state, options=replace(state.options, advanced=replace(state.options.advanced,
+                                                                           measuring=thresholds)))
+    checked = safety_net.STAGE.run(state)
+    net = checked.safety_net
+    assert net.repairs == () and net.measurements <= 3 and net.ended == "measured 3 models"
+    assert checked.plan is state.plan
 
 
 def test_the_summary_says_whether_the_net_repaired_found_nothing_to_do_or_searched_in_vain():
+    from ovptq.outcomes import Repair, SafetyNet
     from ovptq.rewrite.record import safety_net_phrase
-    repair = safety_net.Repair("conv/weights", "float", 3.0, 3.0)
-    assert safety_net_phrase(safety_net.SafetyNet(8, 15.0, 18.0, (repair,), 5)) == \
+    repair = Repair("conv/weights", "float", 3.0, 3.0)
+    assert safety_net_phrase(SafetyNet(8, 15.0, 18.0, (repair,), 5)) == \
         "output SQNR 18.0 dB after 1 safety-net repairs"
-    assert safety_net_phrase(safety_net.SafetyNet(8, 25.0, 25.0)) == "output SQNR 25.0 dB, no repair needed"
-    assert safety_net_phrase(safety_net.SafetyNet(8, 17.8, 17.8, (), 13)) == \
-        "output SQNR 17.8 dB; the safety net measured 13 models and kept no repair (the log says why)"
+    assert safety_net_phrase(SafetyNet(8, 25.0, 25.0)) == "output SQNR 25.0 dB, no repair needed"
+    assert safety_net_phrase(SafetyNet(8, 17.8, 17.8, (), 13, ended="error spread thin")) == \
+        "output SQNR 17.8 dB; the safety net measured 13 models and kept no repair (error spread thin)"

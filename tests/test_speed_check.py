@@ -1,8 +1,10 @@
-"""The speed check: per-layer costs from a profile, which layers count as slower, what goes back to float with
-them, and the stage on hand-built models whose layer times are planted (real runtime layers, chosen times), so
-that the decisions do not depend on the CPU the tests run on."""
+"""The speed check (target_device="CPU"): per-layer costs from a profile, which layers count as slower, what goes
+back to float with them, the margin a change must clear in every timing, and the stage on hand-built models whose
+layer times are planted (real runtime layers, chosen times), so that the decisions do not depend on the CPU the
+tests run on; its decisions are kept in a speed record and replayed without timing."""
 
 import json
+import logging
 from dataclasses import replace
 
 import builders
@@ -11,9 +13,11 @@ import openvino.opset13 as ops
 import pytest
 
 import ovptq
-from ovptq import speed_check
+from ovptq.measuring import speed_check
+from ovptq.measuring.trial import Measurement, PlanChange, Trials
 from ovptq.placement import placer
 from ovptq.quantize import _parse_options, start
+from ovptq.runtime.cpu import cpu_description
 from ovptq.runtime.layers import RuntimeLayer
 from ovptq.runtime.profile import LayerTime, Profile, Profiler
 
@@ -57,11 +61,17 @@ def placed(model):
 def test_a_layer_goes_back_with_the_quantizers_that_lead_to_no_other_int8_layer():
     state = placed(builders.residual_block())
     # conv4 reads relu3, the residual add reads conv3 and relu1; relu1 also feeds conv2
-    assert speed_check.quantizers_of(state, {"conv4"}) == ({"relu3/fq_output_0", "conv3/bias/fq_output_0"},
-                                                           {"conv4"})
-    assert speed_check.quantizers_of(state, {"conv2"}) == (set(), {"conv2"})
-    assert speed_check.quantizers_of(state, {"conv1", "conv2", "conv3", "conv4"})[0] == {
+    assert speed_check.quantizers_of(state, {"conv4"}) == PlanChange({"relu3/fq_output_0", "conv3/bias/fq_output_0"},
+                                                                     {"conv4"})
+    assert speed_check.quantizers_of(state, {"conv2"}) == PlanChange(set(), {"conv2"})
+    assert speed_check.quantizers_of(state, {"conv1", "conv2", "conv3", "conv4"}).floated == {
         q.name for q in state.plan.activations}
+
+
+def test_a_change_is_clearly_faster_only_past_the_margin_in_every_timing():
+    assert speed_check.clearly_faster([0.90, 0.91, 0.89], [1.0, 1.0, 0.99], 0.05)
+    assert not speed_check.clearly_faster([0.90, 0.99, 0.89], [1.0, 1.0, 0.99], 0.05)  # one timing within noise
+    assert not speed_check.clearly_faster([0.97, 0.97, 0.97], [1.0, 1.0, 1.0], 0.05)
 
 
 def two_convolutions():
@@ -82,9 +92,19 @@ def planted(times):
     return Planted
 
 
+@pytest.fixture(autouse=True)
+def fresh_records(monkeypatch, tmp_path):
+    """Every test starts with an empty folder of speed records."""
+    monkeypatch.setenv("OVPTQ_CACHE_DIR", str(tmp_path))
+
+
+def for_this_cpu(model, items=8):
+    return ovptq.quantize(model, ovptq.Dataset(builders.images(items)), target_device="CPU")
+
+
 def quantize_with(monkeypatch, times):
     monkeypatch.setattr(speed_check, "Profiler", planted(times))
-    int8 = ovptq.quantize(two_convolutions(), ovptq.Dataset(builders.images(8)))
+    int8 = for_this_cpu(two_convolutions())
     record = json.loads(int8.get_rt_info(["ovptq", "speed_check"]).astype(str))
     return ovptq.inspect(int8).int8_names(), record
 
@@ -96,11 +116,43 @@ def test_the_check_gives_back_a_planted_slow_layer_and_keeps_a_fast_one(monkeypa
     assert record["layers"] == ["slow"] and record["quantizers"] == ["relu/fq_output_0"]
 
 
-def test_a_model_slower_in_int8_as_a_whole_goes_back_to_float(monkeypatch):
+def test_a_model_slower_in_int8_as_a_whole_goes_back_to_float(monkeypatch, caplog):
     # no layer is 10% slower, yet together they are: the check gives back every layer that is not faster
+    caplog.set_level(logging.INFO, "ovptq")
     int8_names, record = quantize_with(monkeypatch, {"fast": {True: 1.05, False: 1.0},
                                                      "slow": {True: 1.05, False: 1.0}})
     assert int8_names == set() and sorted(record["layers"]) == ["fast", "slow"]
+    assert record["whole_model_in_float"] and record["cpu"] == cpu_description()
+    summary = next(r.message for r in caplog.records if r.message.startswith("Quantized"))
+    assert "NO INT8 LAYER" in summary and "target_device='ANY'" in summary
+
+
+def test_the_decisions_are_replayed_from_the_speed_record_without_timing(monkeypatch, caplog):
+    model = two_convolutions()  # one model: a rebuilt one would carry other automatic names
+    monkeypatch.setattr(speed_check, "Profiler", planted({"fast": {True: 0.2, False: 1.0},
+                                                          "slow": {True: 1.0, False: 0.2}}))
+    first = for_this_cpu(model)
+    assert ovptq.inspect(first).int8_names() == {"fast"}
+
+    class Untimed(Profiler):
+        def measure(self, runs=1, seconds=0.0):
+            raise AssertionError("a replayed decision times nothing")
+    monkeypatch.setattr(speed_check, "Profiler", Untimed)
+    caplog.set_level(logging.INFO, "ovptq")
+    again = for_this_cpu(model)
+    assert builders.ir_bytes(again) == builders.ir_bytes(first)
+    assert any("replayed from the speed record" in r.message for r in caplog.records)
+
+
+def test_a_record_for_other_data_is_not_replayed(monkeypatch):
+    model = two_convolutions()
+    monkeypatch.setattr(speed_check, "Profiler", planted({"fast": {True: 0.2, False: 1.0},
+                                                          "slow": {True: 1.0, False: 0.2}}))
+    for_this_cpu(model)
+    monkeypatch.setattr(speed_check, "Profiler", planted({"fast": {True: 1.0, False: 0.2},
+                                                          "slow": {True: 0.2, False: 1.0}}))
+    int8 = ovptq.quantize(model, ovptq.Dataset(builders.images(8, seed=3)), target_device="CPU")
+    assert ovptq.inspect(int8).int8_names() == {"slow"}   # other data: measured again
 
 
 def test_a_change_that_does_not_speed_the_model_up_is_not_kept(monkeypatch):
@@ -119,21 +171,25 @@ def test_a_change_that_does_not_speed_the_model_up_is_not_kept(monkeypatch):
                 for t in profile.layers])
 
     monkeypatch.setattr(speed_check, "Profiler", Planted)
-    int8 = ovptq.quantize(two_convolutions(), ovptq.Dataset(builders.images(8)))
+    int8 = for_this_cpu(two_convolutions())
     record = json.loads(int8.get_rt_info(["ovptq", "speed_check"]).astype(str))
     assert ovptq.inspect(int8).int8_names() == {"fast", "slow"}
     assert record["layers"] == [] and record["kept_after_timing"] == ["slow"]
 
 
-@pytest.mark.parametrize("kwargs", [{"target_device": "GPU"},
-                                    {"advanced_parameters": ovptq.AdvancedQuantizationParameters(speed_check=False)}])
-def test_the_check_can_be_turned_off(kwargs):
+@pytest.mark.parametrize("kwargs", [{}, {"target_device": "ANY"}, {"target_device": "GPU"},
+                                    {"target_device": "CPU",
+                                     "advanced_parameters": ovptq.AdvancedQuantizationParameters(speed_check=False)}])
+def test_the_check_runs_only_for_the_cpu_that_quantizes(kwargs, monkeypatch):
+    monkeypatch.setattr(speed_check, "Profiler", planted({"fast": {True: 0.2, False: 1.0},
+                                                          "slow": {True: 1.0, False: 0.2}}))
     int8 = ovptq.quantize(two_convolutions(), ovptq.Dataset(builders.images(4)), **kwargs)
     assert not int8.has_rt_info(["ovptq", "speed_check"]) and int8.has_rt_info(["ovptq", "safety_net"])
+    assert ovptq.inspect(int8).int8_names() == {"fast", "slow"}
 
 
 def test_a_model_too_fast_to_time_is_left_as_it_is():
-    int8 = ovptq.quantize(two_convolutions(), ovptq.Dataset(builders.images(4)))
+    int8 = for_this_cpu(two_convolutions(), 4)
     record = json.loads(int8.get_rt_info(["ovptq", "speed_check"]).astype(str))
     assert record["layers"] == [] and ovptq.inspect(int8).int8_names() == {"fast", "slow"}
 
@@ -141,17 +197,26 @@ def test_a_model_too_fast_to_time_is_left_as_it_is():
 def test_inspect_says_which_float_layers_the_speed_check_gave_back(monkeypatch):
     monkeypatch.setattr(speed_check, "Profiler", planted({"fast": {True: 0.2, False: 1.0},
                                                           "slow": {True: 1.0, False: 0.2}}))
-    report = ovptq.inspect(ovptq.quantize(two_convolutions(), ovptq.Dataset(builders.images(8))))
-    assert report.speed_checked == {"slow"}
+    int8 = for_this_cpu(two_convolutions())
+    report = ovptq.inspect(int8)
+    assert report.speed_checked == {"slow"} and not report.measured_elsewhere
     assert "speed check" in str(report) and any("given back by the speed check" in h for h in report.hints())
     assert not any("Layers in float with quantizers" in h for h in report.hints())
+    record = json.loads(int8.get_rt_info(["ovptq", "speed_check"]).astype(str))
+    int8.set_rt_info(json.dumps({**record, "cpu": "Another CPU (AVX512-VNNI)"}), ["ovptq", "speed_check"])
+    elsewhere = ovptq.inspect(int8)
+    assert elsewhere.measured_elsewhere
+    assert any("measured on Another CPU (AVX512-VNNI)" in h and "this CPU is" in h for h in elsewhere.hints())
 
 
 def test_a_faster_change_that_lowers_the_output_sqnr_is_not_kept(monkeypatch):
     # the planted "slow" layer would make the model faster in float, but its float version is planted 10 dB worse
-    monkeypatch.setattr(speed_check._Timer, "sqnr", lambda timer, profiler: 10.0 if any(
-        op.get_friendly_name() == "slow" and op.input_value(1).get_node().get_type_name() == "Constant"
-        for op in profiler.model.get_ops()) else 20.0)
+    def score(trials, compiled):
+        slow_int8 = any("slow" in op.get_rt_info()["originalLayersNames"].astype(str).split(",")
+                        and op.get_rt_info()["runtimePrecision"].astype(str) in ("u8", "i8")
+                        for op in compiled.get_runtime_model().get_ops())
+        return Measurement(20.0 if slow_int8 else 10.0, 0.0, np.zeros(1))
+    monkeypatch.setattr(Trials, "score", score)
     int8_names, record = quantize_with(monkeypatch, {"fast": {True: 0.2, False: 1.0},
                                                      "slow": {True: 1.0, False: 0.2}})
     assert int8_names == {"fast", "slow"}

@@ -182,7 +182,7 @@ def test_means_on_the_first_items_only(monkeypatch, concurrent_bytes, means_shar
     stats, count = collect_statistics(model, [RELU, mean], Dataset(samples), subset_size=300, mean_items=2)
     assert count == 6
     np.testing.assert_allclose(stats[mean], np.mean([s.mean(axis=(0, 2, 3)) for s in samples[:2]], axis=0),
-                               rtol=1e-6)
+                               rtol=1e-5)  # the plugin's f32 ReduceMean sums in another order than numpy
     assert len(compiled) == (1 if concurrent_bytes < 0 and means_share == 0.0 else 2)
     everything, _ = collect_statistics(model, [RELU], Dataset(samples), subset_size=300)
     assert stats[RELU].mean_max == everything[RELU].mean_max  # min/max still see every item

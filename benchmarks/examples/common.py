@@ -36,17 +36,14 @@ def arguments(doc: str, calibration: int, evaluation: int) -> argparse.Namespace
     parser.add_argument("--evaluation", type=int, default=evaluation, help="evaluation samples")
     parser.add_argument("--seconds", type=int, default=10, help="duration of each benchmark_app run (0: no timing)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating benchmark_app rounds")
-    parser.add_argument("--no-speed-check", dest="speed_check", action="store_false",
-                        help="keep every quantizer whatever the timing on this CPU (for another deployment CPU)")
+    parser.add_argument("--target-device", choices=["ANY", "CPU"], default="ANY",
+                        help="ANY (default): an IR for any CPU; CPU: for this CPU (the speed check gives back to "
+                             "float the layers slower in int8 here)")
     parser.add_argument("--nncf", action="store_true",
                         help="also quantize with NNCF's default call on the same data and report it beside ovptq")
     parser.add_argument("--out", type=Path, help="folder to keep model.xml and model_int8.xml in (default: a "
                                                  "temporary folder)")
     return parser.parse_args()
-
-
-def advanced_parameters(args: argparse.Namespace) -> ovptq.AdvancedQuantizationParameters:
-    return ovptq.AdvancedQuantizationParameters(speed_check=args.speed_check)
 
 
 def nncf_int8(args: argparse.Namespace, fp32: ov.Model, data_source: Iterable, transform_fn: Callable,

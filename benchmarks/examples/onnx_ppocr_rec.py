@@ -17,7 +17,7 @@ import numpy as np
 import openvino as ov
 
 import ovptq
-from benchmarks.examples.common import advanced_parameters, arguments, nncf_int8, report
+from benchmarks.examples.common import arguments, nncf_int8, report
 from models.ppocr import PPOCRRec, fitting_lines, resize_pad
 from models.zoo import compile_cpu, rng_for
 
@@ -49,7 +49,7 @@ def main() -> None:
 
     calibration = text_lines(args.calibration, CALIBRATION_WORDS, seed=0)
     int8 = ovptq.quantize(fp32, ovptq.Dataset(calibration, transform_fn), subset_size=args.calibration,
-                          advanced_parameters=advanced_parameters(args))
+                          target_device=args.target_device)
     peer = nncf_int8(args, fp32, calibration, transform_fn, args.calibration)
 
     evaluation = text_lines(args.evaluation, EVALUATION_WORDS, seed=1)

@@ -21,7 +21,7 @@ import numpy as np
 import openvino as ov
 
 import ovptq
-from benchmarks.examples.common import advanced_parameters, arguments, nncf_int8, report
+from benchmarks.examples.common import arguments, nncf_int8, report
 from models import ocr_data
 from models.ppocr import PPOCRDet, normalize, page_scores
 from models.zoo import compile_cpu, rng_for
@@ -68,7 +68,7 @@ def main() -> None:
         fp32 = ov.Core().read_model(ir)
         images = sorted((folder / "calibration").glob("*.png"))
         int8 = ovptq.quantize(fp32, ovptq.Dataset(images, transform_fn), subset_size=len(images),
-                              advanced_parameters=advanced_parameters(args))
+                              target_device=args.target_device)
         peer = nncf_int8(args, fp32, images, transform_fn, len(images))
 
         report(fp32, int8, "text_line_fscore", lambda model: detection_fscore(model, evaluation), args,

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import ovptq
-from benchmarks.examples.common import advanced_parameters, arguments, nncf_int8, report
+from benchmarks.examples.common import arguments, nncf_int8, report
 from models import imagenet_photos
 from models.mobilenet_v2 import build_torch_net, weights_path
 from models.zoo import compile_cpu
@@ -67,7 +67,7 @@ def main() -> None:
     calibration_loader = DataLoader(PhotoCrops(args.calibration, CALIBRATION_HALF, seed=0), batch_size=BATCH_SIZE)
     subset_size = math.ceil(args.calibration / BATCH_SIZE)  # counted in dataset items: batches here
     int8 = ovptq.quantize(fp32, ovptq.Dataset(calibration_loader, transform_fn), subset_size=subset_size,
-                          advanced_parameters=advanced_parameters(args))
+                          target_device=args.target_device)
     peer = nncf_int8(args, fp32, calibration_loader, transform_fn, subset_size)
 
     evaluation_loader = DataLoader(PhotoCrops(args.evaluation, EVALUATION_HALF, seed=1), batch_size=BATCH_SIZE)

@@ -17,7 +17,7 @@ import openvino as ov
 import tensorflow as tf
 
 import ovptq
-from benchmarks.examples.common import advanced_parameters, arguments, nncf_int8, report
+from benchmarks.examples.common import arguments, nncf_int8, report
 from models.basic_pitch_notes import FRAME_THRESHOLD, KEYS, FRAMES, SAMPLES, frame_fscore, model_path, music
 from models.zoo import compile_cpu, rng_for
 
@@ -58,7 +58,7 @@ def main() -> None:
 
     calibration = clips(args.calibration, CALIBRATION_STREAM, seed=0)
     int8 = ovptq.quantize(fp32, ovptq.Dataset(calibration, transform_fn), subset_size=args.calibration,
-                          advanced_parameters=advanced_parameters(args))
+                          target_device=args.target_device)
     peer = nncf_int8(args, fp32, calibration, transform_fn, args.calibration)
 
     evaluation = clips(args.evaluation, EVALUATION_STREAM, seed=1).cache()

@@ -287,6 +287,15 @@ def _first_layers(graph: Graph, ignored: dict[str, str]) -> set[str]:
     return found
 
 
+def _rule_float(plan: QuantizationPlan, under_rules: QuantizationPlan) -> dict[str, tuple[str, ...]]:
+    """The quantizers of `plan` that the transformer rules would keep float (`under_rules` is the plan with them):
+    those of a tensor none of whose readers keeps a quantizer under the rules, and the weights the rules drop."""
+    still_read = {c for q in under_rules.activations for c in q.consumers}
+    kept_weights = {w.node for w in under_rules.weights}
+    return {"rule_float_activations": tuple(q.name for q in plan.activations if not set(q.consumers) & still_read),
+            "rule_float_weights": tuple(w.node for w in plan.weights if w.node not in kept_weights and not w.embedding)}
+
+
 def placement_options(state: State, **changes) -> PlacementOptions:
     """The placement options of the state's options, with `changes` (e.g. transformer=True)."""
     options = state.options
@@ -303,6 +312,9 @@ def _place(state: State) -> State:
     ignored = {**postprocessing_nodes(state.graph),
                **resolve_ignored(state.graph, options.ignored_scope, state.renamed)}
     plan = plan_quantizers(state.graph, ignored, placement_options(state))
+    if plan and options.model_type is not ModelType.TRANSFORMER:
+        plan = replace(plan, **_rule_float(plan, plan_quantizers(state.graph, ignored,
+                                                                  placement_options(state, transformer=True))))
     if not plan:
         log.warning("The model has no op ovptq can quantize (Convolution, MatMul, ...); it is returned unchanged.")
         return replace(state, plan=plan, result=state.source.clone(), finished=True)

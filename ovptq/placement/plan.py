@@ -42,10 +42,16 @@ class QuantizationPlan:
     weights: tuple[WeightQuantizer, ...] = ()
     ignored: dict[str, str] = field(default_factory=dict)  # node -> why it stays float
     float_rules: dict[str, str] = field(default_factory=dict)  # node -> the transformer rule keeping its inputs float
+    # The quantizers (activation names, weighted layers) that the transformer rules would keep float where they do
+    # not apply (model_type is not "transformer"): the safety net tries them as one unit.
+    rule_float_activations: tuple[str, ...] = ()
+    rule_float_weights: tuple[str, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "activations", tuple(self.activations))
         object.__setattr__(self, "weights", tuple(self.weights))
+        object.__setattr__(self, "rule_float_activations", tuple(self.rule_float_activations))
+        object.__setattr__(self, "rule_float_weights", tuple(self.rule_float_weights))
         object.__setattr__(self, "ignored", MappingProxyType(dict(self.ignored)))
         object.__setattr__(self, "float_rules", MappingProxyType(dict(self.float_rules)))
 
@@ -64,12 +70,17 @@ class QuantizationPlan:
             lines.append(f"  wgt  {w.node}:{w.port} axes {list(w.channel_axes)}{notes}")
         for node, reason in {**self.ignored, **self.float_rules}.items():
             lines.append(f"  float {node}: {reason}")
+        if self.rule_float_activations or self.rule_float_weights:
+            lines.append(f"  the transformer rules would keep {len(self.rule_float_activations)} activation and "
+                         f"{len(self.rule_float_weights)} weight quantizers float")
         return "\n".join(lines)
 
     def to_json(self) -> str:
         return json.dumps({"activations": [asdict(q) for q in self.activations],
                            "weights": [asdict(w) for w in self.weights], "ignored": dict(self.ignored),
-                           "float_rules": dict(self.float_rules)}, indent=1)
+                           "float_rules": dict(self.float_rules),
+                           "rule_float_activations": list(self.rule_float_activations),
+                           "rule_float_weights": list(self.rule_float_weights)}, indent=1)
 
     @staticmethod
     def from_json(text: str) -> "QuantizationPlan":
@@ -77,7 +88,8 @@ class QuantizationPlan:
         activations = [ActivationQuantizer(**{**a, "consumers": tuple(Port(**c) for c in a["consumers"])})
                        for a in data["activations"]]
         weights = [WeightQuantizer(**{**w, "channel_axes": tuple(w["channel_axes"])}) for w in data["weights"]]
-        return QuantizationPlan(activations, weights, dict(data["ignored"]), dict(data.get("float_rules", {})))
+        return QuantizationPlan(activations, weights, dict(data["ignored"]), dict(data.get("float_rules", {})),
+                                tuple(data.get("rule_float_activations", ())), tuple(data.get("rule_float_weights", ())))
 
     def summary(self) -> dict[str, object]:
         """What tests most often compare: {tensor: consumers}, and the weighted nodes."""

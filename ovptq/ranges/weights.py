@@ -8,30 +8,18 @@ kept; the float weight is evaluated again when bias correction asks for it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from types import MappingProxyType
 
 import numpy as np
 
 from ovptq.graph.graph import Graph
 from ovptq.graph.weights import weight_at, weight_value
+from ovptq.outcomes import QuantizedWeight
 from ovptq.parameters import RangeEstimator
 from ovptq.placement.plan import WeightQuantizer
 from ovptq.ranges.formulas import FQParams, quantize_weight, symmetric_weight, weight_absmax, weight_quantile
 from ovptq.state import Stage, State
-
-
-@dataclass(frozen=True)
-class QuantizedWeight:
-    """A weighted op's int8 weight: `integers` (the weight's shape) times `scale` (per output channel)."""
-
-    quantizer: WeightQuantizer
-    source: tuple[str, int]      # the output the weight comes from; ops with the same source share the int8 weight
-    integers: np.ndarray
-    scale: np.ndarray
-
-    def dequantized(self) -> np.ndarray:
-        return np.multiply(self.integers, self.scale, dtype=np.float32)
 
 
 def float_weight(graph: Graph, quantizer: WeightQuantizer, replaced: Mapping | None = None) -> np.ndarray:

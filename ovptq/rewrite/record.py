@@ -6,7 +6,8 @@ import json
 
 import openvino as ov
 
-from ovptq import __version__
+from ovptq.version import __version__
+from ovptq.outcomes import SafetyNet, SpeedCheck
 from ovptq.state import State
 
 
@@ -53,14 +54,28 @@ def summary(state: State, seconds: float) -> str:
         parts.append(f"SmoothQuant on {len(state.smoothing.where)} tensors")
     if state.safety_net is not None:
         parts.append(safety_net_phrase(state.safety_net))
-    return "; ".join(parts) + ". ovptq.inspect(model) shows which layers the CPU runs in int8."
+    if state.speed_check is not None:
+        parts.append(speed_check_phrase(state.speed_check))
+    return "; ".join(p for p in parts if p) + ". ovptq.inspect(model) shows which layers the CPU runs in int8."
 
 
-def safety_net_phrase(net) -> str:
+def safety_net_phrase(net: SafetyNet) -> str:
     """The summary's words for the safety net: repaired, healthy at the first measurement, or searched in vain."""
     if net.repairs:
         return f"output SQNR {net.sqnr_after_db:.1f} dB after {len(net.repairs)} safety-net repairs"
     if net.measurements <= 1:
         return f"output SQNR {net.sqnr_after_db:.1f} dB, no repair needed"
     return (f"output SQNR {net.sqnr_after_db:.1f} dB; the safety net measured {net.measurements} models and kept no "
-            "repair (the log says why)")
+            f"repair ({net.ended})")
+
+
+def speed_check_phrase(speed: SpeedCheck) -> str:
+    """The summary's words for the speed check: nothing to say, layers given back, or the whole model in float."""
+    where = f"on this CPU ({speed.cpu})" + (", decisions replayed from its speed record" if speed.replayed else "")
+    if speed.whole:
+        return (f"NO INT8 LAYER: the speed check gave every layer back to float, because {where} the INT8 model ran "
+                f"slower than the FP32 model at {speed.precision}; target_device='ANY' (the default) keeps INT8")
+    if speed.given_back or speed.quantizers:
+        return (f"the speed check gave {len(speed.given_back)} layers and {len(speed.quantizers)} quantizers back to "
+                f"float {where}")
+    return ""

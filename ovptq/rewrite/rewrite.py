@@ -72,17 +72,12 @@ def apply(model: ov.Model, edits: ModelEdits) -> ov.Model:
     return clone
 
 
-def restamp(state: State) -> ov.Model:
-    """The state's INT8 model with the records of every stage so far in its rt_info, for a stage that measured and
-    changed nothing: no rebuild. The model is ovptq's own, built by `apply`, never the caller's."""
-    _stamp(state.result, record.rt_info(state))
-    return state.result
-
-
-def stamp(model: ov.Model, values: Mapping[str, object]) -> ov.Model:
-    """`model` (ovptq's own, built by `apply`) with `values` added to its rt_info under ovptq/."""
-    _stamp(model, values)
-    return model
+def stamped(model: ov.Model, values: Mapping[str, object]) -> ov.Model:
+    """A copy of `model` (its constants shared, not copied) with `values` added to its rt_info under ovptq/: a model
+    that an earlier state holds is never written."""
+    copy = model.clone()
+    _stamp(copy, values)
+    return copy
 
 
 def _stamp(model: ov.Model, values: Mapping[str, object]) -> None:
@@ -178,3 +173,7 @@ def edits_of(state: State) -> ModelEdits:
 
 
 STAGE = Stage("rewrite", lambda state: replace(state, result=apply(state.model, edits_of(state))))
+
+# The last stage: the INT8 model with the record of every stage, on a copy (the measuring stages after the rewrite
+# may have kept the model it built).
+RECORD_STAGE = Stage("record", lambda state: replace(state, result=stamped(state.result, record.rt_info(state))))

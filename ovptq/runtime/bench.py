@@ -26,6 +26,7 @@ from pathlib import Path
 import openvino as ov
 
 from ovptq.errors import ParameterError
+from ovptq.runtime.cpu import cpu_description, default_precision  # noqa: F401  (re-exported)
 
 
 def benchmark_app_command() -> str:
@@ -35,28 +36,6 @@ def benchmark_app_command() -> str:
     if found is None:
         raise FileNotFoundError("benchmark_app not found: pip install openvino (it ships the command).")
     return found
-
-
-def cpu_description() -> str:
-    """CPU model name and the INT8-relevant instruction sets."""
-    name, flags = "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and name == "unknown CPU":
-                name = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    isa = [label for flag, label in (("avx512_vnni", "AVX512-VNNI"), ("avx_vnni", "AVX-VNNI"),
-                                     ("amx_int8", "AMX-INT8"), ("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX512-BF16"),
-                                     ("avx2", "AVX2")) if flag in flags]
-    return f"{name} ({', '.join(isa) or 'no VNNI/AMX'})"
-
-
-def default_precision(core: ov.Core | None = None, device: str = "CPU") -> str:
-    """The inference precision the plugin runs an FP32 IR at when nothing is asked ("bf16", "f32", "f16")."""
-    return (core or ov.Core()).get_property(device, "INFERENCE_PRECISION_HINT").get_type_name()
 
 
 def supports_bf16(core: ov.Core | None = None, device: str = "CPU") -> bool:

@@ -12,6 +12,7 @@ from pathlib import Path
 import openvino as ov
 
 from ovptq.rewrite.record import stage_record
+from ovptq.runtime.cpu import cpu_description
 from ovptq.runtime.layers import LINEAR_LAYER_TYPES, RuntimeLayer, runtime_layers
 
 
@@ -21,6 +22,14 @@ class Int8Report:
     fake_quantize_ops: int = 0  # FakeQuantize ops in the IR (0: an unquantized model)
     kept_float: dict[str, str] = field(default_factory=dict)  # layer -> the stage that kept it float (rt_info)
     speed_check_precision: str = ""
+    speed_check_cpu: str = ""         # the CPU the speed check's decisions were measured on ("": none in the model)
+    given_back_whole: bool = False    # the speed check gave every layer back to float
+    cpu: str = field(default_factory=cpu_description)  # the CPU this report was made on
+
+    @property
+    def measured_elsewhere(self) -> bool:
+        """The speed check's decisions came from another kind of CPU than this one."""
+        return bool(self.speed_check_cpu) and self.speed_check_cpu != self.cpu
 
     @property
     def speed_checked(self) -> set[str]:
@@ -57,6 +66,10 @@ class Int8Report:
     def verdict(self) -> str:
         if not self.linear:
             return "NO LINEAR LAYERS: the model has no Convolution / FullyConnected / MatMul layer to run in int8."
+        if self.given_back_whole and not self.int8_linear:
+            return (f"FLOAT: the speed check gave every layer back to float, because on the CPU that quantized "
+                    f"({self.speed_check_cpu}) the INT8 model ran slower than the FP32 model at "
+                    f"{self.speed_check_precision}. Quantize with target_device='ANY' to keep INT8.")
         if not self.fake_quantize_ops and not self.int8_linear:
             return "FLOAT: the model holds no FakeQuantize; quantize it first (ovptq quantize)."
         if not self.float_linear and not self.standalone_fake_quantize:
@@ -79,15 +92,19 @@ class Int8Report:
         if restored:
             hints.append(f"{len(restored)} float layers were restored by accuracy control to meet max_drop "
                          "(rt_info ovptq/accuracy_control).")
-        if given_back:
+        if given_back and not self.given_back_whole:
             hints.append(f"{len(given_back)} float layers were given back by the speed check: they ran slower in "
                          f"int8 than the FP32 model at {self.speed_check_precision} on the CPU that quantized "
-                         "(rt_info ovptq/speed_check). For another CPU, quantize with "
-                         "AdvancedQuantizationParameters(speed_check=False).")
+                         f"({self.speed_check_cpu}; rt_info ovptq/speed_check). For other CPUs, quantize with "
+                         "target_device='ANY'.")
+        if self.measured_elsewhere:
+            hints.append(f"The speed check's decisions were measured on {self.speed_check_cpu}; this CPU is "
+                         f"{self.cpu}: they may not hold here. Quantize on this CPU with target_device='CPU', or "
+                         "with target_device='ANY' for an IR that makes no CPU-specific decision.")
         if len(self.float_linear) > len(given_back) + len(restored) and self.fake_quantize_ops:
             hints.append("Layers in float with quantizers in the model: their inputs or weights are not quantized, "
                          "or quantized in a form the kernel does not take (see the list above).")
-        if len(self.precision_reorders) > max(4, len(self.linear) // 2):
+        if self.int8_linear and len(self.precision_reorders) > max(4, len(self.linear) // 2):
             hints.append(f"{len(self.precision_reorders)} Reorders convert between precisions: many switches "
                          "between int8 and float regions cost memory passes.")
         return hints
@@ -139,4 +156,5 @@ def inspect(model: ov.Model | str | Path, device: str = "CPU", core: ov.Core | N
                   **{name: "accuracy control" for name in control.get("restored", ())}}
     return Int8Report(runtime_layers(compiled, model),
                       sum(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops()),
-                      kept_float, speed.get("fp32_precision", ""))
+                      kept_float, speed.get("fp32_precision", ""), speed.get("cpu", ""),
+                      bool(speed.get("whole_model_in_float", False)))

@@ -8,7 +8,7 @@ import numpy as np
 
 from ovptq.errors import StatisticsError
 from ovptq.statistics.model import OutputGroup, StatisticsModel
-from ovptq.statistics.reductions import RangeReduction, TensorStatistics
+from ovptq.statistics.reductions import OutputValues, RangeReduction, TensorStatistics
 
 FOLD_EVERY = 64
 
@@ -74,6 +74,8 @@ class Aggregates:
                 aggregate.min_rows, aggregate.max_rows = [], []
         self.quantiles = {reduction: Aggregate() for reduction in stats_model.raw_outputs}
         self.means = {reduction: Aggregate() for reduction in stats_model.mean_outputs}
+        self.outputs: dict[OutputValues, list[list[np.ndarray]]] = {
+            reduction: [[] for _ in indices] for reduction, indices in stats_model.output_values.items()}
 
     def fold(self, stats_model: StatisticsModel, outputs: list[np.ndarray], samples: int, means: bool) -> None:
         """Fold one inference's outputs of `stats_model` (its means too when `means`)."""
@@ -90,6 +92,10 @@ class Aggregates:
             else:
                 aggregate.add("mean", values)
             aggregate.samples += samples
+        for reduction, values in self.outputs.items():
+            if reduction in stats_model.output_values and len(values[0]) < reduction.feeds:
+                for kept, index in zip(values, stats_model.output_values[reduction]):
+                    kept.append(outputs[index])
         for group, aggregate in zip(stats_model.groups, self.ranges):
             maxs = _per_sample(outputs[group.max_output], samples, np.max)
             mins = _per_sample(outputs[group.min_output], samples, np.min) if group.min_output >= 0 else \
@@ -117,6 +123,7 @@ class Aggregates:
         for reduction, aggregate in self.means.items():
             results[reduction] = np.concatenate(aggregate.rows) if reduction.per_sample else \
                 aggregate.sums["mean"] / aggregate.samples
+        results.update(self.outputs)
         return results
 
 

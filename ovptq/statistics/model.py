@@ -16,7 +16,7 @@ import openvino.opset13 as ops
 
 from ovptq.dataset import BATCH_MIN_RANK, ModelInput
 from ovptq.errors import UnsupportedModelError
-from ovptq.statistics.reductions import MeanReduction, RangeReduction
+from ovptq.statistics.reductions import MeanReduction, OutputValues, RangeReduction
 from ovptq.statistics.taps import tap_means
 
 
@@ -38,9 +38,9 @@ class StatisticsModel:
     """The copy of the model with reduction outputs, and where each reduction's values come back."""
 
     def __init__(self, model: ov.Model, reductions: list):
-        """Outputs come in a fixed order: min/max groups, quantile tensors, then means, so a model built from the
-        same range reductions plus mean reductions reads its first outputs exactly like one built without the
-        means."""
+        """Outputs come in a fixed order: min/max groups, quantile tensors, means, then the model's own outputs, so a
+        model built from the same range reductions plus others reads its first outputs exactly like one built
+        without them."""
         clone = model.clone()
         by_name = {op.get_friendly_name(): op for op in clone.get_ordered_ops()}
         batch = static_batch(clone)
@@ -98,6 +98,9 @@ class StatisticsModel:
                 width = mean.get_partial_shape()[1].get_length()
                 self.mean_outputs[reduction] = (index, slice(start, start + width))
                 start += width
+        self.output_values: dict[OutputValues, tuple[int, ...]] = {}  # outputs of the model's own outputs
+        for reduction in dict.fromkeys(r for r in reductions if isinstance(r, OutputValues)):
+            self.output_values[reduction] = tuple(self._add(result.input_value(0)) for result in clone.get_results())
         self.model = ov.Model(self.results, clone.get_sinks(), clone.get_parameters(), "ovptq_statistics")
         self.inputs = ModelInput.of(self.model)
 

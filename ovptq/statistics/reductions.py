@@ -1,7 +1,8 @@
 """What a stage asks of the statistics pass (reductions of one tensor, done in the graph) and what comes back.
 
 A stage declares reductions; the statistics plan is their union in declaration order, and one inference pass
-serves all of them. A `RangeReduction` gives `TensorStatistics`; a `MeanReduction` gives a float64 array.
+serves all of them. A `RangeReduction` gives `TensorStatistics`; a `MeanReduction` gives a float64 array; an
+`OutputValues` gives the model's outputs on the first feeds.
 """
 
 from __future__ import annotations
@@ -48,7 +49,16 @@ class MeanReduction:
     per_sample: bool = False
 
 
-Reduction = RangeReduction | MeanReduction
+@dataclass(frozen=True)
+class OutputValues:
+    """The model's own outputs, as they are, on the first `feeds` infer-request feeds: the FP32 reference that the
+    measuring stages compare INT8 models with, at no inference of its own. Its value is, per model output, the list
+    of its arrays on those feeds (fewer when the pass saw fewer)."""
+
+    feeds: int
+
+
+Reduction = RangeReduction | MeanReduction | OutputValues
 
 
 @dataclass(frozen=True)
@@ -99,7 +109,10 @@ class StatisticsPlan:
 
     def __str__(self) -> str:
         ranges = sum(isinstance(r, RangeReduction) for r in self.reductions)
-        lines = [f"StatisticsPlan: {ranges} range and {len(self.reductions) - ranges} mean reductions"]
+        means = sum(isinstance(r, MeanReduction) for r in self.reductions)
+        outputs = [r.feeds for r in self.reductions if isinstance(r, OutputValues)]
+        lines = [f"StatisticsPlan: {ranges} range and {means} mean reductions"
+                 + (f", the model outputs on {max(outputs)} feeds" if outputs else "")]
         for reduction in self.reductions:
             stages = ", ".join(self.declared_by.get(reduction, ()))
             lines.append(f"  {_describe(reduction):<60} <- {stages}")
@@ -107,6 +120,8 @@ class StatisticsPlan:
 
 
 def _describe(reduction: Reduction) -> str:
+    if isinstance(reduction, OutputValues):
+        return f"model outputs on the first {reduction.feeds} feeds"
     where = f"{reduction.producer}:{reduction.port}"
     if isinstance(reduction, MeanReduction):
         return f"mean {reduction.kind}{' per sample' if reduction.per_sample else ''} {where}"

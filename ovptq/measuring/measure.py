@@ -67,10 +67,24 @@ def bind(dataset: Dataset, model: ov.Model, samples: int, stage: str = "") -> li
     return feeds
 
 
-def run(core: ov.Core, model: ov.Model, feeds: list[dict]) -> list[list[np.ndarray]]:
-    """Per output of `model`, its values on every feed (f32 inference on CPU)."""
+# The CPU plugin's switch for its low-precision transformations (an internal property): off, an INT8 model runs
+# its FakeQuantize ops in f32 and every layer in float, so it computes what the IR means (what int8 kernels with
+# 32-bit accumulation compute, as on CPUs with VNNI or AMX), not what this CPU's kernels make of it (without VNNI,
+# pairs of u8 x i8 products saturate at 16 bits).
+EMULATED = {"LP_TRANSFORMS_MODE": False}
+
+
+def run(core: ov.Core, model: ov.Model, feeds: list[dict], emulated: bool = False) -> list[list[np.ndarray]]:
+    """Per output of `model`, its values on every feed (f32 inference on CPU); with `emulated`, its quantizers in
+    float arithmetic (`EMULATED`; the kernels of this CPU where the plugin does not take the switch)."""
+    config = {"INFERENCE_PRECISION_HINT": "f32"}
     try:
-        compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        try:
+            compiled = core.compile_model(model, "CPU", {**config, **EMULATED} if emulated else config)
+        except RuntimeError as error:
+            if not emulated or "LP_TRANSFORMS_MODE" not in str(error):
+                raise
+            compiled = core.compile_model(model, "CPU", config)
     except RuntimeError as error:
         raise StatisticsError(f"The CPU plugin could not compile the measuring model '{model.get_friendly_name()}': "
                               f"{error}") from error

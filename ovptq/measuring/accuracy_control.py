@@ -36,14 +36,15 @@ from typing import Any
 import numpy as np
 import openvino as ov
 
-from ovptq import measure, safety_net
 from ovptq.dataset import Dataset, ModelInput, bind_requests
 from ovptq.errors import ParameterError, ValidationError
 from ovptq.hardware import LINEAR_TYPES
+from ovptq.measuring import measure, safety_net
+from ovptq.measuring.speed_check import quantizers_of
+from ovptq.measuring.trial import PlanChange, Trials, built, changed
 from ovptq.parameters import AdvancedQuantizationParameters, DropType, TargetDevice
 from ovptq.quantize import load_model, quantized_state
 from ovptq.rewrite import rewrite
-from ovptq.speed_check import quantizers_of
 from ovptq.state import State
 
 log = logging.getLogger("ovptq")
@@ -216,7 +217,7 @@ def quantize_with_accuracy_control(
               "restored": list(restored), "steps": [{"what": s.what, "metric": s.metric} for s in search.steps]}
     log.info("Accuracy control: %.4f (FP32 %.4f) with %d layers restored, %d validations, %.1f s.", metric,
              fp32_metric, len(restored), validator.calls, time.perf_counter() - started)
-    return rewrite.stamp(final.result, {"accuracy_control": json.dumps(record)})
+    return rewrite.stamped(final.result, {"accuracy_control": json.dumps(record)})
 
 
 def _per_sample_drop(fp32_values: list | None, int8_values: list | None) -> np.ndarray | None:
@@ -252,22 +253,26 @@ def _groups(state: State) -> list[str]:
     return sorted(layers, key=state.graph.order_index)
 
 
+def restoring(state: State, layers: list[str], mode: str) -> PlanChange:
+    """`layers` back in float (mode "layers"), or only the activation quantizers that lead to nothing but them
+    (mode "activations")."""
+    change = quantizers_of(state, set(layers))
+    return change if mode == "layers" else PlanChange(change.floated)
+
+
 def restored(state: State, layers: list[str], mode: str) -> State:
-    """The state with `layers` back in float (mode "layers"), or only the activation quantizers that lead to
-    nothing but them (mode "activations"), rebuilt."""
-    activations, weights = quantizers_of(state, set(layers))
-    state = state.without_quantizers(activations, weights if mode == "layers" else set())
-    return replace(state, result=rewrite.apply(state.model, rewrite.edits_of(state)))
+    """The state with `restoring(state, layers, mode)`, rebuilt."""
+    return built(changed(state, restoring(state, layers, mode)))
 
 
 def rank(state: State, layers: list[str], feeds: list[dict], reference: list[list[np.ndarray]]) -> list[str]:
-    """`layers` by the output SQNR (against the FP32 outputs `reference` on `feeds`) each gains back in float
-    alone, best first."""
+    """`layers` by the output SQNR (pooled over outputs, against the FP32 outputs `reference` on `feeds`) each
+    gains back in float alone, best first; the trial service measures them two at a time."""
     if not layers:
         return []
-    baseline = measure.output_sqnr(reference, measure.run(state.core, state.result, feeds))
-    gains = {layer: measure.output_sqnr(reference, measure.run(state.core, restored(state, [layer], "layers").result,
-                                                               feeds)) - baseline for layer in layers}
+    trials = Trials(state, feeds, reference)
+    baseline, *measured = trials.measure_all([PlanChange(), *(restoring(state, [layer], "layers") for layer in layers)])
+    gains = {layer: m.pooled_db - baseline.pooled_db for layer, m in zip(layers, measured)}
     log.debug("Accuracy control ranking (dB gained in float): %s", gains)
     return sorted(layers, key=lambda layer: -gains[layer])
 
