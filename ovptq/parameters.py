@@ -92,12 +92,12 @@ class MeasuringParameters:
     """The thresholds of the measuring stages (`ovptq.measuring`), in one place.
 
     Safety net: the INT8 model's worst-output SQNR against FP32 on `samples` calibration feeds. At `healthy_db` or
-    more nothing else is measured. Below, a repair must gain `min_gain_db`; a cheaper fix than float is kept when it
-    recovers `fix_share` of what float recovers; at most `max_float_units` units go to float in one repair, which
-    must lower the error of `consistent_share` of the samples; the search measures at most `max_measurements`
-    models and makes at most `max_repairs` repairs. `groups` contiguous groups of quantizers are measured first; the
-    best is halved only while it holds at least `dominant_share` of the noise that all of them remove (else the
-    error is spread thin, which float would buy with many INT8 layers).
+    more nothing else is measured. Below, a repair must gain `min_gain_db`, on those feeds and on the `held_out`
+    feeds after them, which the search never looked at (the best of many candidates on 8 samples can be luck). A
+    cheaper fix than float is kept when it recovers `fix_share` of what float recovers; at most `max_float_units`
+    units go to float in one repair, which must lower the error of `consistent_share` of the samples. `groups`
+    contiguous groups of units are measured after the transformer rules' unit; the search measures at most
+    `max_measurements` models and makes at most `max_repairs` repairs.
 
     Speed check (target_device="CPU"): a linear layer is slower in int8 when its cost exceeds its float cost by
     `slower_margin` and `slower_min_ms`; a change is kept when the rebuilt model is at least `min_speedup` faster
@@ -106,15 +106,15 @@ class MeasuringParameters:
     """
 
     samples: int = 8
+    held_out: int = 8
     healthy_db: float = 18.0
     min_gain_db: float = 1.0
     fix_share: float = 0.8
     max_float_units: int = 4
     consistent_share: float = 0.75
-    max_measurements: int = 12
+    max_measurements: int = 10
     max_repairs: int = 4
     groups: int = 4
-    dominant_share: float = 0.5
     slower_margin: float = 0.10
     slower_min_ms: float = 0.002
     min_speedup: float = 0.03
@@ -133,7 +133,7 @@ class MeasuringParameters:
             if getattr(self, name) < 1:
                 raise ParameterError(f"advanced_parameters.measuring.{name}={getattr(self, name)!r} must be at "
                                      "least 1.")
-        for name in ("fix_share", "consistent_share", "dominant_share", "min_speedup"):
+        for name in ("fix_share", "consistent_share", "min_speedup"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ParameterError(f"advanced_parameters.measuring.{name}={getattr(self, name)!r} must lie in "
                                      "[0, 1].")

@@ -29,10 +29,10 @@ def test_the_statistics_plan_is_the_union_of_the_stages_declarations_and_prints(
     input_range = RangeReduction("input", 0)
     assert plan.declared_by[input_range] == ("activation ranges", "fast bias correction")  # declared twice, once
     assert len(set(plan.reductions)) == len(plan.reductions)
-    assert plan.declared_by[OutputValues(8)] == ("safety net",)  # the FP32 reference outputs of the first feeds
+    assert plan.declared_by[OutputValues(16)] == ("safety net",)  # the FP32 outputs of the first feeds
     text = str(plan)
-    assert text.startswith("StatisticsPlan: 4 range and 6 mean reductions, the model outputs on 8 feeds")
-    assert "model outputs on the first 8 feeds" in text
+    assert text.startswith("StatisticsPlan: 4 range and 6 mean reductions, the model outputs on 16 feeds")
+    assert "model outputs on the first 16 feeds" in text
     assert text.splitlines()[1].split() == ["range", "per-tensor", "input:0", "<-", "activation", "ranges,", "fast",
                                             "bias", "correction"]
 

@@ -105,11 +105,13 @@ def built(state: State) -> State:
 @dataclass(frozen=True)
 class Measurement:
     """A model's worst-output SQNR against FP32 on the trial feeds, its SQNR over every output pooled, and its
-    per-sample errors (each output's squared error over that output's mean power, summed over outputs)."""
+    per-sample errors (each output's squared error over that output's mean power, summed over outputs); and its
+    worst-output SQNR on the held-out feeds, which no decision is searched on (inf when there are none)."""
 
     sqnr_db: float
     pooled_db: float
     errors: np.ndarray
+    held_out_db: float = float("inf")
 
     def helps_most_samples(self, than: "Measurement", share: float) -> bool:
         """This model's error is lower than `than`'s on at least `share` of the samples."""
@@ -124,22 +126,25 @@ class Trials:
     (`measure.EMULATED`), so that the decisions hold for any device: what the IR computes does not depend on the
     CPU that quantized it (without VNNI, this CPU's kernels add 16-bit saturation that others do not have)."""
 
-    def __init__(self, state: State, feeds: list[dict], reference: list[list[np.ndarray]]):
+    def __init__(self, state: State, feeds: list[dict], reference: list[list[np.ndarray]], held_out: int = 0):
         self.state = state
         self.feeds = feeds
         self.reference = reference
+        self.held_out = min(held_out, max(0, len(feeds) - 1))  # the last feeds: a confirmation, not a search
         self.emulated = state.options.target_device is not TargetDevice.CPU
         self.compiled = 0
         self._measured: dict[tuple, Measurement] = {}
         self._workers = 2 if constant_bytes(state.model) <= CONCURRENT_TRIAL_BYTES else 1
 
     @staticmethod
-    def on_calibration(state: State, samples: int, reader: str) -> "Trials":
-        """Trials on the first `samples` calibration feeds (`reader` names the stage in errors). The FP32 outputs
-        are the statistics pass's when it kept them for these feeds, else one FP32 inference."""
+    def on_calibration(state: State, samples: int, reader: str, held_out: int = 0) -> "Trials":
+        """Trials on the first `samples` calibration feeds, and `held_out` feeds after them (`reader` names the stage
+        in errors). The FP32 outputs are the statistics pass's when it kept them for these feeds, else one FP32
+        inference."""
         dataset = state.replay if state.replay is not None else state.dataset
-        feeds = measure.bind(dataset, state.model, samples, reader)
-        return Trials(state, feeds, recorded_outputs(state, len(feeds)) or measure.run(state.core, state.model, feeds))
+        feeds = measure.bind(dataset, state.model, samples + held_out, reader)
+        reference = recorded_outputs(state, len(feeds)) or measure.run(state.core, state.model, feeds)
+        return Trials(state, feeds, reference, held_out if len(feeds) > samples else 0)
 
     def measure(self, change: PlanChange = NO_CHANGE) -> Measurement:
         return self.measure_all([change])[0]
@@ -169,8 +174,12 @@ class Trials:
         return self._score(measure.run(self.state.core, model, self.feeds, self.emulated))
 
     def _score(self, got: list[list[np.ndarray]]) -> Measurement:
-        return Measurement(measure.worst_output_sqnr(self.reference, got), measure.output_sqnr(self.reference, got),
-                           measure.sample_errors(self.reference, got))
+        search = len(self.feeds) - self.held_out
+        reference, kept = [r[:search] for r in self.reference], [g[:search] for g in got]
+        held_out = measure.worst_output_sqnr([r[search:] for r in self.reference], [g[search:] for g in got]) \
+            if self.held_out else float("inf")
+        return Measurement(measure.worst_output_sqnr(reference, kept), measure.output_sqnr(reference, kept),
+                           measure.sample_errors(reference, kept), held_out)
 
 
 def recorded_outputs(state: State, feeds: int) -> list[list[np.ndarray]] | None:
