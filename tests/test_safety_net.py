@@ -199,7 +199,7 @@ def test_error_spread_over_many_quantizers_is_left_alone_rather_than_floated(mon
         state.options.advanced, measuring=MeasuringParameters(max_float_units=1))))
     units = safety_net.units_of(state)
     many = [u for u in units if "relu2/fq_output_0" in u.activations] + units[:1]   # the bad quantizer's and another
-    monkeypatch.setattr(safety_net, "localise", lambda units, whole, gains, thresholds: (many, gains([many])[0]))
+    monkeypatch.setattr(safety_net, "localise", lambda units, whole, gains, *rest: (many, gains([many])[0]))
     monkeypatch.setattr(safety_net, "fixes", lambda state, culprits: [])
     checked = safety_net.STAGE.run(state)
     assert checked.safety_net.repairs == () and checked.plan is state.plan
@@ -226,3 +226,16 @@ def test_the_summary_says_whether_the_net_repaired_found_nothing_to_do_or_search
     assert safety_net_phrase(SafetyNet(8, 25.0, 25.0)) == "output SQNR 25.0 dB, no repair needed"
     assert safety_net_phrase(SafetyNet(8, 17.8, 17.8, (), 13, ended="error spread thin")) == \
         "output SQNR 17.8 dB; the safety net measured 13 models and kept no repair (error spread thin)"
+
+
+def test_a_best_group_whose_gain_does_not_hold_ends_the_search_before_bisecting_it():
+    units = [safety_net.Unit(f"u{i}", (f"u{i}",)) for i in range(16)]
+    batches = []
+
+    def gains(candidates):
+        batches.append(candidates)
+        return [3.0 if units[5] in part else 0.0 for part in candidates]
+
+    with pytest.raises(safety_net._Ended, match="not confirmed on held-out samples"):
+        safety_net.localise(units, [], gains, THRESHOLDS, lambda part: "gain not confirmed on held-out samples")
+    assert [len(b) for b in batches] == [THRESHOLDS.groups]   # the groups, and no bisection

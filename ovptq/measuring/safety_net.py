@@ -194,9 +194,25 @@ class _Search:
     def float_gains(self, candidates: list[list[Unit]]) -> list[float]:
         return self.gains([in_float(c) for c in candidates])
 
+    def doubt(self, change: PlanChange) -> str | None:
+        """Why a change that gains `min_gain_db` on the samples searched is not to be kept, or None: it must lower
+        the error of `consistent_share` of them, and gain `min_gain_db` on the held-out samples too."""
+        measured = self.measure([self.kept | change])[0]
+        if not measured.helps_most_samples(self.current, self.thresholds.consistent_share):
+            return "gain on only some samples"
+        held_out_gain = measured.held_out_db - self.current.held_out_db
+        log.debug("Safety net: %+.2f dB on the held-out samples.", held_out_gain)
+        if held_out_gain < self.thresholds.min_gain_db:
+            return "gain not confirmed on held-out samples"
+        return None
+
+    def float_doubt(self, units: list[Unit]) -> str | None:
+        return self.doubt(in_float(units))
+
 
 def localise(units: list[Unit], whole: list[Unit], gains: Callable[[list[list[Unit]]], list[float]],
-             thresholds: MeasuringParameters) -> tuple[list[Unit], float] | None:
+             thresholds: MeasuringParameters, doubt: Callable[[list[Unit]], str | None] = lambda units: None
+             ) -> tuple[list[Unit], float] | None:
     """The units whose float version gains most, and that gain, by group ablation and bisection. None when nothing
     gains `min_gain_db`. `gains` measures a batch of candidates (lists of units) at once.
 
@@ -205,7 +221,9 @@ def localise(units: list[Unit], whole: list[Unit], gains: Callable[[list[list[Un
     while a half still gains `min_gain_db`, measuring the first half of each step: the noise power a set removes
     is, to first order, the sum of what its parts remove, so the second half's share is the group's minus the first
     half's. Errors partly cancel, so a gain inferred that way is measured before it is returned; when it falls
-    short, the smallest measured set that gains `min_gain_db` is returned instead."""
+    short, the smallest measured set that gains `min_gain_db` is returned instead. Before it is bisected, the best
+    group must pass `doubt` (its gain holds on most samples and on held-out ones); else nothing within it would, and
+    the search ends (`_Ended`) without the bisection."""
     if whole:
         whole_gains = gains([[unit] for unit in whole])
         best = int(np.argmax(whole_gains))
@@ -220,6 +238,8 @@ def localise(units: list[Unit], whole: list[Unit], gains: Callable[[list[list[Un
     if group_gains[best] < thresholds.min_gain_db:
         return None
     candidates, best_gain, measured = groups[best], group_gains[best], True
+    if len(candidates) > 1 and (reason := doubt(candidates)) is not None:
+        raise _Ended(f"{reason} (the best group)")
     found = (candidates, best_gain)           # the smallest measured set that gains min_gain_db
     while len(candidates) > 1:
         first, second = candidates[:len(candidates) // 2], candidates[len(candidates) // 2:]
@@ -244,7 +264,11 @@ def _noise_removed(gain_db: float) -> float:
     return 1 - 10 ** (-gain_db / 10)
 
 
-class _Budget(Exception):
+class _Ended(Exception):
+    """The search ends, for the reason given."""
+
+
+class _Budget(_Ended):
     """The check measured as many models as it may."""
 
 
@@ -267,7 +291,7 @@ def check(state: State, healthy_db: float | None = None) -> State:
             if len(repairs) >= thresholds.max_repairs or not units:
                 ended = "no quantizer left to try" if not units else "repair limit"
                 break
-            found = localise(units, whole, search.float_gains, thresholds)
+            found = localise(units, whole, search.float_gains, thresholds, search.float_doubt)
             if found is None:
                 ended = f"no candidate gains {thresholds.min_gain_db:g} dB"
                 break
@@ -287,19 +311,13 @@ def check(state: State, healthy_db: float | None = None) -> State:
                 ended = "error spread thin"
                 break
             what, change, gain = chosen or ("float", in_float(culprits), float_gain)
+            reason = search.doubt(change)
+            if reason is not None:
+                log.info("Safety net: %s -> %s gains %+.1f dB, but %s: left as it is.", name, what, gain, reason)
+                ended = reason
+                break
             repaired = search.kept | change
             measured = search.measure([repaired])[0]
-            if not measured.helps_most_samples(search.current, thresholds.consistent_share):
-                log.info("Safety net: %s -> %s gains %+.1f dB on only some samples: left as it is.", name, what, gain)
-                ended = "gain on only some samples"
-                break
-            held_out_gain = measured.held_out_db - search.current.held_out_db
-            log.debug("Safety net: %s -> %s on the held-out samples: %+.2f dB.", name, what, held_out_gain)
-            if held_out_gain < thresholds.min_gain_db:
-                log.info("Safety net: %s -> %s gains %+.1f dB on the samples searched but %+.1f dB on the held-out "
-                         "ones: left as it is.", name, what, gain, held_out_gain)
-                ended = "gain not confirmed on held-out samples"
-                break
             repairs.append(Repair(name, what, gain, float_gain))
             log.info("Safety net: %s -> %s: %+.1f dB (float: %+.1f dB).", name, what, gain, float_gain)
             search.kept, search.current = repaired, measured
@@ -307,6 +325,9 @@ def check(state: State, healthy_db: float | None = None) -> State:
             whole = [u for u in whole if not any(u.overlaps(c) for c in culprits)]
     except _Budget:
         ended = f"measured {thresholds.max_measurements} models"
+    except _Ended as stop:
+        ended = str(stop)
+        log.info("Safety net: search ended: %s.", ended)
     outcome = SafetyNet(searched, before, search.current.sqnr_db, tuple(repairs), trials.compiled,
                         time.perf_counter() - started, ended)
     if trials.compiled > 1:
