@@ -91,6 +91,7 @@ def measure(name: str, subset_size: int, rounds: int, seconds: int, work: Path,
                  "model_type": spec.model_type}
     tools = {tool: run_tool(tool, fp32, data, out_dir, subset_size, spec.model_type)
              for tool in [*TOOLS, *extra_variants]}
+    row["tools"] = list(tools)
     row["fp32"] = {"metrics": spec.evaluate(str(fp32))}
     for tool, result in tools.items():
         row[tool] = {**result, "metrics": spec.evaluate(result["xml"]), "coverage": coverage(result["xml"])}
@@ -114,6 +115,9 @@ def speed(row: dict, fp32: str, tools: list[str], rounds: int, seconds: int, ext
               for tool in tools for reference in references}
     if "ovptq" in tools and "nncf" in tools:
         ratios["ovptq / nncf"] = vars(ratio(measured, "ovptq", "nncf"))
+    for tool in tools:
+        if tool not in TOOLS and "ovptq" in tools:   # the default against each variant, in the same rounds
+            ratios[f"ovptq / {tool}"] = vars(ratio(measured, "ovptq", tool))
     row["fp32"]["throughput_fps"] = measured[references[0].name].median("throughput_fps")
     for tool in tools:
         row[tool]["throughput_fps"] = measured[tool].median("throughput_fps")
@@ -178,6 +182,18 @@ def _ratio_cell(r: dict, key: str) -> str:
     return f"{found['median']:.2f} ({found['low']:.2f}-{found['high']:.2f})"
 
 
+def extra_tools(rows: list[dict]) -> list[str]:
+    """The variants run beside the two defaults, in the order given (VARIANT or VARIANT@CHECKOUT)."""
+    return list(dict.fromkeys(t for r in rows for t in r.get("tools", [v for v in VARIANTS if v in r])
+                              if t not in TOOLS))
+
+
+def tool_label(tool: str) -> str:
+    """A variant's name in tables: VARIANT, or VARIANT@ the checkout folder's name."""
+    variant, _, checkout = tool.partition("@")
+    return f"{variant}@{Path(checkout).name}" if checkout else variant
+
+
 def speed_table(rows: list[dict]) -> list[str]:
     """benchmark_app throughput ratios per round (median, min-max), and per-layer time outside the int8 layers."""
     rows = [r for r in rows if "speed" in r]
@@ -185,10 +201,10 @@ def speed_table(rows: list[dict]) -> list[str]:
         return []
     precision = rows[0]["speed"]["fp32_precision"]
     other = rows[0]["speed"]["references"][1:]
-    variants = [v for v in VARIANTS if v not in TOOLS and any(v in r for r in rows)]
+    variants = extra_tools(rows)
     header = (f"| model | FPS FP32 @ {precision} / NNCF / ovptq | ovptq / FP32 @ {precision} "
               f"| NNCF / FP32 @ {precision} " + "".join(f"| ovptq / {name} " for name in other)
-              + "".join(f"| {v} / FP32 @ {precision} " for v in variants)
+              + "".join(f"| {tool_label(v)} / FP32 @ {precision} | ovptq / {tool_label(v)} " for v in variants)
               + "| ovptq / NNCF | ms outside int8 Conv/MatMul FP32 / NNCF / ovptq | ms total FP32 / NNCF / ovptq |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in rows:
@@ -200,7 +216,8 @@ def speed_table(rows: list[dict]) -> list[str]:
         lines.append(f"| {r['model']} | {_fps_cell(r)} | {_ratio_cell(r, f'ovptq / {reference}')} "
                      f"| {_ratio_cell(r, f'nncf / {reference}')} "
                      + "".join(f"| {_ratio_cell(r, f'ovptq / {name}')} " for name in other)
-                     + "".join(f"| {_ratio_cell(r, f'{v} / {reference}')} " for v in variants)
+                     + "".join(f"| {_ratio_cell(r, f'{v} / {reference}')} | {_ratio_cell(r, f'ovptq / {v}')} "
+                               for v in variants)
                      + f"| {_ratio_cell(r, 'ovptq / nncf')} | {outside} | {total} |")
     return lines
 
@@ -237,9 +254,10 @@ def _rounds(rows: list[dict]) -> int:
 
 
 def variants_table(rows: list[dict]) -> list[str]:
-    """Headline metric and quantize time of every bias-correction variant that was run."""
-    names = [v for v in VARIANTS if any(v in r for r in rows)]
-    lines = ["| model | metric | FP32 | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 3)]
+    """Headline metric and quantize time of every variant that was run, the two defaults first."""
+    names = [*TOOLS, *extra_tools(rows)]
+    lines = ["| model | metric | FP32 | " + " | ".join(map(tool_label, names)) + " |",
+             "|" + "---|" * (len(names) + 3)]
     for r in rows:
         h = r["headline"]
         cells = [f"{r[v]['metrics'][h]:.4f} ({r[v]['quantize_seconds']:.1f} s)" if v in r else "-" for v in names]

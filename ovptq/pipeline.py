@@ -9,6 +9,7 @@ statistics file, the union with every option on is measured, so later runs with 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
@@ -23,13 +24,18 @@ log = logging.getLogger("ovptq")
 
 
 def run(state: State, stages: tuple[Stage, ...]) -> State:
-    """Run the enabled `stages` in order; stop early when a stage says the work is done (nothing to quantize)."""
+    """Run the enabled `stages` in order; stop early when a stage says the work is done (nothing to quantize). Each
+    stage's wall time goes to the debug log ("Stage <name>: <seconds> s"), never into the model."""
     state = replace(state, stages=tuple(stages))
     enabled = [stage for stage in stages if stage.enabled(state.options)]
     for position, stage in enumerate(enabled):
         if stage.reads_statistics and state.statistics is None:
+            started = time.perf_counter()
             state = statistics_pass(state, enabled[position:], stages)
+            log.debug("Stage %s: %.3f s", "statistics pass", time.perf_counter() - started)
+        started = time.perf_counter()
         state = stage.run(state)
+        log.debug("Stage %s: %.3f s", stage.name, time.perf_counter() - started)
         if state.finished:
             break
     return state

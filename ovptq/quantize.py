@@ -116,7 +116,9 @@ def quantized_state(model: ov.Model | str | Path, calibration_dataset: Dataset, 
         raise ParameterError(f"calibration_dataset must be an ovptq.Dataset, not "
                              f"{type(calibration_dataset).__name__}; wrap the data: ovptq.Dataset(data, transform_fn).")
     core = ov.Core()
-    state = pipeline.run(start(load_model(model, core), calibration_dataset, options, core), DEFAULT_STAGES)
+    first = start(load_model(model, core), calibration_dataset, options, core)
+    log.debug("Stage %s: %.3f s", "start", time.perf_counter() - started)
+    state = pipeline.run(first, DEFAULT_STAGES)
     if not state.finished:
         log.info(record.summary(state, time.perf_counter() - started))
     return state

@@ -108,3 +108,32 @@ def test_output_piped_into_a_command_that_stops_reading_ends_quietly(tmp_path, f
                           env={**__import__("os").environ, **ENV_OVERRIDES})
     assert done.returncode == 0 and len(done.stdout.splitlines()) == 1
     assert "BrokenPipeError" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_model_the_speed_check_gives_back_whole_is_said_on_the_last_line_and_by_inspect(tmp_path, fp32_ir,
+                                                                                          monkeypatch):
+    """The speed check's decision for this CPU, recorded in a first run (planted times: INT8 slower as a whole), is
+    replayed by the command in another process, which says so on its last line; inspect says it too."""
+    from test_speed_check import planted
+
+    from ovptq.measuring import speed_check
+    data = np.concatenate(builders.images(6))
+    np.save(tmp_path / "data.npy", data)
+    monkeypatch.setenv("OVPTQ_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(speed_check, "Profiler", planted({"conv1": {True: 1.1, False: 1.0},
+                                                          "conv2": {True: 1.1, False: 1.0}}))
+    items = [data[i:i + 1] for i in range(len(data))]   # what the command makes of data.npy
+    first = ovptq.quantize(ov.Core().read_model(fp32_ir), ovptq.Dataset(items), target_device="CPU")
+    assert not ovptq.inspect(first).int8_linear
+    ENV_OVERRIDES["OVPTQ_CACHE_DIR"] = str(tmp_path / "cache")
+    try:
+        done = ovptq_command("quantize", fp32_ir, "--data", tmp_path / "data.npy", "-o", tmp_path / "cpu.xml",
+                             "--target-device", "CPU")
+    finally:
+        del ENV_OVERRIDES["OVPTQ_CACHE_DIR"]
+    assert done.returncode == 0, done.stderr
+    last = done.stdout.strip().splitlines()[-1]
+    assert "NO INT8 LAYER" in last and "--target-device ANY" in last
+    report = inspect_json(tmp_path / "cpu.xml")
+    assert report["verdict"].startswith("FLOAT: the speed check gave every layer back")
+    assert not any("Reorders" in hint for hint in report["hints"])

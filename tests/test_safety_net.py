@@ -69,12 +69,12 @@ def test_a_planted_bad_quantizer_is_found_and_repaired_and_nothing_else_changes(
 def counting_compilations(monkeypatch):
     """A list that grows by the model's name at every compilation the trial service makes."""
     compiled = []
-    run = measure.run
+    compile_f32 = measure.compile_f32
 
-    def counted(core, model, feeds, emulated=False):
+    def counted(core, model, emulated=False):
         compiled.append(model.get_friendly_name())
-        return run(core, model, feeds, emulated)
-    monkeypatch.setattr(measure, "run", counted)
+        return compile_f32(core, model, emulated)
+    monkeypatch.setattr(measure, "compile_f32", counted)
     return compiled
 
 

@@ -9,6 +9,7 @@ outputs gain. The per-layer report, and any stage that checks a quantized model 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -20,6 +21,8 @@ from ovptq.errors import StatisticsError
 from ovptq.graph.normalize import normalize
 from ovptq.progress import progress
 from ovptq.rewrite.record import stage_record
+
+log = logging.getLogger("ovptq")
 
 
 def sqnr_db(reference: Iterable[np.ndarray], quantized: Iterable[np.ndarray]) -> float:
@@ -77,6 +80,11 @@ EMULATED = {"LP_TRANSFORMS_MODE": False}
 def run(core: ov.Core, model: ov.Model, feeds: list[dict], emulated: bool = False) -> list[list[np.ndarray]]:
     """Per output of `model`, its values on every feed (f32 inference on CPU); with `emulated`, its quantizers in
     float arithmetic (`EMULATED`; the kernels of this CPU where the plugin does not take the switch)."""
+    return run_compiled(compile_f32(core, model, emulated), feeds)
+
+
+def compile_f32(core: ov.Core, model: ov.Model, emulated: bool = False) -> ov.CompiledModel:
+    """`model` compiled on CPU at f32 inference precision, its quantizers emulated in float with `emulated`."""
     config = {"INFERENCE_PRECISION_HINT": "f32"}
     try:
         try:
@@ -84,11 +92,13 @@ def run(core: ov.Core, model: ov.Model, feeds: list[dict], emulated: bool = Fals
         except RuntimeError as error:
             if not emulated or "LP_TRANSFORMS_MODE" not in str(error):
                 raise
+            log.warning("This OpenVINO CPU plugin does not take LP_TRANSFORMS_MODE: the measuring stages run this "
+                        "CPU's int8 kernels, so their decisions may hold for this kind of CPU only.")
             compiled = core.compile_model(model, "CPU", config)
     except RuntimeError as error:
         raise StatisticsError(f"The CPU plugin could not compile the measuring model '{model.get_friendly_name()}': "
                               f"{error}") from error
-    return run_compiled(compiled, feeds)
+    return compiled
 
 
 def run_compiled(compiled: ov.CompiledModel, feeds: list[dict]) -> list[list[np.ndarray]]:

@@ -49,6 +49,7 @@ from ovptq.parameters import MeasuringParameters, ModelType, TargetDevice
 from ovptq.ranges.activations import state_reductions
 from ovptq.ranges.formulas import FQParams, asymmetric_activation, symmetric_activation
 from ovptq.ranges.weights import quantize_weights
+from ovptq.runtime.cpu import cpu_description
 from ovptq.state import Stage, State
 
 log = logging.getLogger("ovptq")
@@ -200,6 +201,7 @@ class _Search:
         measured = self.measure([self.kept | change])[0]
         if not measured.helps_most_samples(self.current, self.thresholds.consistent_share):
             return "gain on only some samples"
+        self.current = self.trials.complete(self.kept)
         held_out_gain = measured.held_out_db - self.current.held_out_db
         log.debug("Safety net: %+.2f dB on the held-out samples.", held_out_gain)
         if held_out_gain < self.thresholds.min_gain_db:
@@ -329,7 +331,7 @@ def check(state: State, healthy_db: float | None = None) -> State:
         ended = str(stop)
         log.info("Safety net: search ended: %s.", ended)
     outcome = SafetyNet(searched, before, search.current.sqnr_db, tuple(repairs), trials.compiled,
-                        time.perf_counter() - started, ended)
+                        time.perf_counter() - started, ended, "" if trials.emulated else cpu_description())
     if trials.compiled > 1:
         log.info("Safety net: %d repairs, output SQNR %.1f -> %.1f dB (%d models measured, %.1f s; ended: %s).",
                  len(repairs), before, outcome.sqnr_after_db, outcome.measurements, outcome.seconds, ended)

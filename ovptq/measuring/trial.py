@@ -135,6 +135,7 @@ class Trials:
         self.compiled = 0
         self._measured: dict[tuple, Measurement] = {}
         self._workers = 2 if constant_bytes(state.model) <= CONCURRENT_TRIAL_BYTES else 1
+        self._unchanged: ov.CompiledModel | None = None   # the model as built: its held-out feeds run when asked
 
     @staticmethod
     def on_calibration(state: State, samples: int, reader: str, held_out: int = 0) -> "Trials":
@@ -165,19 +166,38 @@ class Trials:
     def measured(self, change: PlanChange) -> bool:
         return change.key() in self._measured
 
+    def complete(self, change: PlanChange) -> Measurement:
+        """The change's measurement with its held-out SQNR: the model as built is measured on the searched feeds
+        first (a healthy model needs no more), and on the held-out ones only when a repair is weighed against it."""
+        measured = self.measure(change)
+        if change or not np.isnan(measured.held_out_db):
+            return measured
+        got = measure.run_compiled(self._unchanged, self.feeds[len(self.feeds) - self.held_out:])
+        search = len(self.feeds) - self.held_out
+        measured = replace(measured, held_out_db=measure.worst_output_sqnr([r[search:] for r in self.reference], got))
+        self._measured[change.key()] = measured
+        self._unchanged = None
+        return measured
+
     def score(self, compiled: ov.CompiledModel) -> Measurement:
         """A model compiled elsewhere (the speed check's, at the default precision) measured on the trial feeds."""
         return self._score(measure.run_compiled(compiled, self.feeds))
 
     def _measure(self, change: PlanChange) -> Measurement:
+        if not change and self.held_out:
+            self._unchanged = measure.compile_f32(self.state.core, self.state.result, self.emulated)
+            searched = self.feeds[:len(self.feeds) - self.held_out]
+            got = measure.run_compiled(self._unchanged, searched)
+            return replace(self._score(got, searched=True), held_out_db=float("nan"))
         model = built(changed(self.state, change)).result if change else self.state.result
         return self._score(measure.run(self.state.core, model, self.feeds, self.emulated))
 
-    def _score(self, got: list[list[np.ndarray]]) -> Measurement:
+    def _score(self, got: list[list[np.ndarray]], searched: bool = False) -> Measurement:
+        """The measurement of outputs on every feed (or, with `searched`, on the searched feeds only)."""
         search = len(self.feeds) - self.held_out
         reference, kept = [r[:search] for r in self.reference], [g[:search] for g in got]
         held_out = measure.worst_output_sqnr([r[search:] for r in self.reference], [g[search:] for g in got]) \
-            if self.held_out else float("inf")
+            if self.held_out and not searched else float("inf")
         return Measurement(measure.worst_output_sqnr(reference, kept), measure.output_sqnr(reference, kept),
                            measure.sample_errors(reference, kept), held_out)
 
