@@ -96,8 +96,9 @@ class MeasuringParameters:
     feeds after them, which the search never looked at (the best of many candidates on 8 samples can be luck). A
     cheaper fix than float is kept when it recovers `fix_share` of what float recovers; at most `max_float_units`
     units go to float in one repair, which must lower the error of `consistent_share` of the samples. `groups`
-    contiguous groups of units are measured after the transformer rules' unit; the search measures at most
-    `max_measurements` models and makes at most `max_repairs` repairs.
+    contiguous groups of units are measured after the transformer rules' unit; the best is halved while a half
+    removes `dominant_share` of the noise its set removes (else the error is spread thin). The search measures at
+    most `max_measurements` models and makes at most `max_repairs` repairs.
 
     Speed check (target_device="CPU"): a linear layer is slower in int8 when its cost exceeds its float cost by
     `slower_margin` and `slower_min_ms`; a change is kept when the rebuilt model is at least `min_speedup` faster
@@ -115,6 +116,7 @@ class MeasuringParameters:
     max_measurements: int = 10
     max_repairs: int = 4
     groups: int = 4
+    dominant_share: float = 0.6
     slower_margin: float = 0.10
     slower_min_ms: float = 0.002
     min_speedup: float = 0.03
@@ -133,7 +135,7 @@ class MeasuringParameters:
             if getattr(self, name) < 1:
                 raise ParameterError(f"advanced_parameters.measuring.{name}={getattr(self, name)!r} must be at "
                                      "least 1.")
-        for name in ("fix_share", "consistent_share", "min_speedup"):
+        for name in ("fix_share", "consistent_share", "dominant_share", "min_speedup"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ParameterError(f"advanced_parameters.measuring.{name}={getattr(self, name)!r} must lie in "
                                      "[0, 1].")

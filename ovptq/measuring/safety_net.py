@@ -182,8 +182,13 @@ class _Search:
         return self.trials.compiled >= self.thresholds.max_measurements
 
     def gains(self, changes: list[PlanChange]) -> list[float]:
-        """The SQNR each change gains on top of the kept repairs (measured in one batch)."""
-        return [m.sqnr_db - self.current.sqnr_db for m in self.measure([self.kept | c for c in changes])]
+        """The SQNR each change gains on top of the kept repairs (measured in one batch): the lower of its gains on
+        the searched and on the held-out samples, so that a search follows what holds beyond the samples it looks
+        at (the held-out feeds run in the same inference)."""
+        measured = self.measure([self.kept | c for c in changes])
+        self.current = self.trials.complete(self.kept)
+        return [min(m.sqnr_db - self.current.sqnr_db, m.held_out_db - self.current.held_out_db)
+                if np.isfinite(m.held_out_db) else m.sqnr_db - self.current.sqnr_db for m in measured]
 
     def measure(self, changes: list[PlanChange]) -> list[Measurement]:
         room = self.thresholds.max_measurements - self.trials.compiled
@@ -220,9 +225,9 @@ def localise(units: list[Unit], whole: list[Unit], gains: Callable[[list[list[Un
 
     First the `whole` units (the transformer rules' quantizers), each alone: one that gains `min_gain_db` is taken
     as it is (it needs no bisection). Else `groups` contiguous groups of `units` in one batch; the best is halved
-    while a half still gains `min_gain_db`, measuring the first half of each step: the noise power a set removes
-    is, to first order, the sum of what its parts remove, so the second half's share is the group's minus the first
-    half's. Errors partly cancel, so a gain inferred that way is measured before it is returned; when it falls
+    while a half still gains `min_gain_db` and removes `dominant_share` of the noise its set removes (else the error
+    is spread over the set), measuring the first half of each step: the noise power a set removes is, to first
+    order, the sum of what its parts remove, so the second half's share is the group's minus the first half's. Errors partly cancel, so a gain inferred that way is measured before it is returned; when it falls
     short, the smallest measured set that gains `min_gain_db` is returned instead. Before it is bisected, the best
     group must pass `doubt` (its gain holds on most samples and on held-out ones); else nothing within it would, and
     the search ends (`_Ended`) without the bisection."""
@@ -251,8 +256,9 @@ def localise(units: list[Unit], whole: list[Unit], gains: Callable[[list[list[Un
         removed = _noise_removed(best_gain) - _noise_removed(first_gain)   # the second half's share of the noise
         second_gain = -10 * np.log10(1 - removed) if 0 < removed < 1 else 0.0
         half, half_gain = (first, first_gain) if first_gain >= second_gain else (second, second_gain)
-        if half_gain < thresholds.min_gain_db:
-            break
+        if half_gain < thresholds.min_gain_db or \
+                _noise_removed(half_gain) < thresholds.dominant_share * _noise_removed(best_gain):
+            break   # neither half holds most of the gain: the error is spread over the set
         candidates, best_gain, measured = half, half_gain, half is first
     if not measured:
         [best_gain] = gains([candidates])
