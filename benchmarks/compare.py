@@ -354,8 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="two models, subset 50, one short speed round")
     parser.add_argument("--corpus", action="store_true",
                         help="the corpus models (or --models), subset 150, no speed runs, NNCF transformer mode too")
-    parser.add_argument("--variants", nargs="*", default=[], choices=VARIANTS[2:],
-                        help="also run these (full / no bias correction); their table shows metric and time")
+    parser.add_argument("--variants", nargs="*", default=[], type=variant_argument,
+                        help=f"also run these ({', '.join(VARIANTS[2:])}, or VARIANT@CHECKOUT: a variant run with "
+                             "the ovptq of another checkout, in the same rounds); their table shows metric and time")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--update-readme", action="store_true",
                         help="write the table into benchmarks/README.md")
