@@ -5,7 +5,8 @@ and repair them. A stage of its own, after the rewrite.
     the check reads the lowest (a VAD's probability counts as much as its large recurrent state)
 
 The thresholds are `MeasuringParameters` (advanced_parameters.measuring); every model measured is built by the
-trial service (`ovptq.measuring.trial`) from a plan change, and the FP32 outputs come from the statistics pass.
+trial service (`ovptq.measuring.trial`) from a plan change, its quantizers emulated in float unless
+target_device="CPU", and the FP32 outputs come from the statistics pass.
 
 1. Check: the INT8 model's SQNR. At `healthy_db` or above, nothing else is done: one compilation, one inference of
    the feeds.
@@ -14,7 +15,9 @@ trial service (`ovptq.measuring.trial`) from a plan change, and the FP32 outputs
    quantizers the transformer rules would keep float, as one unit (they hurt together on basic_pitch, magika and
    silero_vad, while no group of them alone does): if it gains `min_gain_db`, it goes to float. Else `groups`
    contiguous groups of units in model order, measured in one batch; the best must gain `min_gain_db`, else the
-   search ends; it is halved while a half still gains that much, measuring one half per step (`localise`).
+   search ends; it is halved while a half still gains that much and holds most of its set's gain, measuring one
+   half per step (`localise`). A candidate's gain is the lower of its gains on the searched and on the `held_out`
+   feeds (one inference gives both).
 3. Repair what was found with the cheapest fix that recovers `fix_share` of what float recovers: for a lone
    activation quantizer an asymmetric range; then the global min/max range of its activation quantizers (and, with
    target_device="CPU", full 8-bit weights where the overflow fix halved them); all fixes in one batch. Else what
@@ -131,7 +134,8 @@ class Fix:
 def fixes(state: State, culprits: list[Unit]) -> list[Fix]:
     """Cheaper fixes than float for what localisation found, cheapest first: for a lone two-sided symmetric
     activation quantizer an asymmetric range; then, for all of them at once, the global min/max range of every
-    activation quantizer (per-tensor ones) and full 8-bit weights where the overflow fix halved them."""
+    activation quantizer (per-tensor ones) and, with target_device="CPU", full 8-bit weights where the overflow fix
+    halved them."""
     statistics, reductions = state.range_statistics(), state_reductions(state)
     by_name = {q.name: q for q in state.plan.activations}
     result = []
@@ -177,10 +181,6 @@ class _Search:
         self.kept = NO_CHANGE
         self.current = trials.measure(NO_CHANGE)
 
-    @property
-    def exhausted(self) -> bool:
-        return self.trials.compiled >= self.thresholds.max_measurements
-
     def gains(self, changes: list[PlanChange]) -> list[float]:
         """The SQNR each change gains on top of the kept repairs (measured in one batch): the lower of its gains on
         the searched and on the held-out samples, so that a search follows what holds beyond the samples it looks
@@ -191,6 +191,7 @@ class _Search:
                 if np.isfinite(m.held_out_db) else m.sqnr_db - self.current.sqnr_db for m in measured]
 
     def measure(self, changes: list[PlanChange]) -> list[Measurement]:
+        """The changes measured, unless the new ones would take the check past `max_measurements` (`_Budget`)."""
         room = self.thresholds.max_measurements - self.trials.compiled
         fresh = [c for c in changes if not self.trials.measured(c)]
         if len(fresh) > room:
