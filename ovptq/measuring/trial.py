@@ -9,7 +9,8 @@ rewrite build its model from the edits. `Trials` measures changes of one state a
 
 The FP32 outputs on the first calibration feeds come from the statistics pass (`OutputValues`), so checking a
 healthy model costs one compilation and one inference of its feeds. Each change is built and compiled once; two
-are compiled at a time when the model is small enough (the CPU plugin compiles on one core).
+are built, compiled and run at a time when the model is small enough (a compilation does not keep both cores busy:
+four trials of PP-OCRv4 rec took 1.9 s this way and 2.2 s one after the other).
 """
 
 from __future__ import annotations
