@@ -10,7 +10,7 @@ from ovptq.dataset import Dataset  # noqa: E402
 from ovptq.runtime.inspect import Int8Report, inspect  # noqa: E402
 from ovptq.parameters import (AdvancedQuantizationParameters, AdvancedSmoothQuantParameters,  # noqa: E402
                               DropType, MeasuringParameters, ModelType, OverflowFix, QuantizationPreset,
-                              RangeEstimator, TargetDevice)
+                              RangeEstimator, TargetDevice, WeightRounding)
 from ovptq.placement.plan import QuantizationPlan  # noqa: E402
 from ovptq.quantize import quantize  # noqa: E402
 from ovptq.scope import IgnoredScope, Subgraph  # noqa: E402
@@ -19,5 +19,5 @@ from ovptq.measuring.accuracy_control import (AdvancedAccuracyRestorerParameters
 
 __all__ = ["AdvancedAccuracyRestorerParameters", "AdvancedQuantizationParameters", "AdvancedSmoothQuantParameters",
            "Dataset", "DropType", "IgnoredScope", "Int8Report", "MeasuringParameters", "ModelType", "OverflowFix",
-           "QuantizationPlan", "QuantizationPreset", "RangeEstimator", "Subgraph", "TargetDevice", "errors", "inspect",
-           "quantize", "quantize_with_accuracy_control"]
+           "QuantizationPlan", "QuantizationPreset", "RangeEstimator", "Subgraph", "TargetDevice", "WeightRounding",
+           "errors", "inspect", "quantize", "quantize_with_accuracy_control"]

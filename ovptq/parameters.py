@@ -65,6 +65,15 @@ class OverflowFix(StrEnum):
     DISABLE = "disable"
 
 
+class WeightRounding(StrEnum):
+    """NEAREST: each int8 weight is its float value over the scale, rounded. ERROR_FEEDBACK: the weights of a
+    layer are rounded column by column, each column's error moved onto the later ones by the layer's input
+    statistics, so that the layer's output error is smallest (see `ovptq.ranges.rounding`)."""
+
+    NEAREST = "nearest"
+    ERROR_FEEDBACK = "error_feedback"
+
+
 class RangeEstimator(StrEnum):
     """How a tensor's range is estimated from the calibration samples.
 
@@ -150,6 +159,8 @@ class AdvancedQuantizationParameters:
     quantize_outputs: also quantize the tensors that feed model outputs.
     activations_range_estimator: MEAN_MINMAX for per-tensor activations and MINMAX for per-channel ones by default.
     weights_range_estimator: MINMAX (per-channel abs-max) or MEAN_QUANTILE (per-channel |w| quantile 1-q).
+    weight_rounding: NEAREST (default) or ERROR_FEEDBACK: the int8 weights of Convolutions and MatMuls chosen by
+        their layer's output error on 16 calibration items (WeightRounding).
     quantile_outlier_prob: q of the quantile estimators.
     disable_bias_correction: skip the bias correction step.
     bias_correction_threshold: a bias shift is applied to an output channel when |shift| <= threshold x the
@@ -175,6 +186,7 @@ class AdvancedQuantizationParameters:
     quantize_outputs: bool = False
     activations_range_estimator: RangeEstimator | str | None = None
     weights_range_estimator: RangeEstimator | str = RangeEstimator.MINMAX
+    weight_rounding: WeightRounding | str = WeightRounding.NEAREST
     quantile_outlier_prob: float = 1e-4
     disable_bias_correction: bool = False
     bias_correction_threshold: float | None = None
@@ -196,6 +208,7 @@ class AdvancedQuantizationParameters:
         activations = None if self.activations_range_estimator is None else RangeEstimator.parse(
             self.activations_range_estimator, "advanced_parameters.activations_range_estimator")
         weights = RangeEstimator.parse(self.weights_range_estimator, "advanced_parameters.weights_range_estimator")
+        rounding = WeightRounding.parse(self.weight_rounding, "advanced_parameters.weight_rounding")
         if weights == RangeEstimator.MEAN_MINMAX:
             raise ParameterError("advanced_parameters.weights_range_estimator='mean_minmax' makes no sense for "
                                  "weights (there is one weight tensor, not samples); use 'minmax' or 'mean_quantile'.")
@@ -243,7 +256,7 @@ class AdvancedQuantizationParameters:
                                  "OpenVINO device name such as 'CPU' or 'GPU'.")
         return AdvancedQuantizationParameters(
             overflow_fix=overflow, quantize_outputs=self.quantize_outputs,
-            activations_range_estimator=activations, weights_range_estimator=weights,
+            activations_range_estimator=activations, weights_range_estimator=weights, weight_rounding=rounding,
             quantile_outlier_prob=float(self.quantile_outlier_prob),
             disable_bias_correction=self.disable_bias_correction,
             bias_correction_threshold=self.bias_correction_threshold,

@@ -17,7 +17,7 @@ from ovptq.graph.normalize import normalize
 from ovptq.measuring import safety_net, speed_check
 from ovptq.parameters import AdvancedQuantizationParameters, ModelType, QuantizationPreset, TargetDevice
 from ovptq.placement import placer
-from ovptq.ranges import activations, weights
+from ovptq.ranges import activations, rounding, weights
 from ovptq.rewrite import record, rewrite
 from ovptq.scope import IgnoredScope
 from ovptq.state import Options, Stage, State
@@ -32,6 +32,7 @@ DEFAULT_STAGES: tuple[Stage, ...] = (
     smooth_quant.STAGE,   # on with model_type="transformer": activation outliers into MatMul weights, as edits
     activations.STAGE,    # FakeQuantize parameters of every activation quantizer
     weights.STAGE,        # int8 weights and their per-channel scales
+    rounding.STAGE,       # with weight_rounding="error_feedback": int8 weights chosen by their layer's output error
     fast.STAGE,           # each bias moved by the exact mean error of its layer's int8 weights
     full.STAGE,           # with fast_bias_correction=False: block passes of the int8-weight model
     rewrite.STAGE,        # the one writer: every edit on a fresh clone of the model -> the INT8 model

@@ -78,6 +78,7 @@ class State:
     smoothing: Smoothing | None = None
     activation_ranges: Mapping[str, FQParams] = field(default_factory=dict)  # quantizer -> FakeQuantize parameters
     weights: Mapping[str, QuantizedWeight] = field(default_factory=dict)     # weighted op -> its int8 weight
+    rounding: tuple[dict, ...] = ()              # weight rounding: each layer's output error before and after
     bias_correction: BiasCorrection | None = None
     result: ov.Model | None = None               # the INT8 model (or, with nothing to quantize, a copy)
     safety_net: SafetyNet | None = None          # what the check of the INT8 model measured and repaired

@@ -28,11 +28,14 @@ elif case == "pre-norm transformer, outlier features":   # SmoothQuant, transfor
     int8 = ovptq.quantize(builders.pre_norm_block(), ovptq.Dataset(builders.outlier_sequences(16)))
 elif case == "depthwise block, target_device CPU":   # the speed check, its record shared by the runs
     int8 = ovptq.quantize(builders.depthwise_block(), ovptq.Dataset(builders.images(12)), target_device="CPU")
+elif case == "residual block, error-feedback rounding":   # second moments summed from a pass of their own
+    int8 = ovptq.quantize(builders.residual_block(), ovptq.Dataset(builders.images(20)),
+                          advanced_parameters=ovptq.AdvancedQuantizationParameters(weight_rounding="error_feedback"))
 save_model(int8, out)
 """
 
 CASES = ["residual_block, an outlier item", "pre-norm transformer, outlier features",
-         "depthwise block, target_device CPU"]
+         "depthwise block, target_device CPU", "residual block, error-feedback rounding"]
 
 
 def quantized_in_a_process(case: str, out: Path, cache: Path) -> tuple[bytes, bytes]:
