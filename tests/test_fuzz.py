@@ -76,5 +76,7 @@ def test_random_graphs_quantize_compile_and_stay_close(steps, seed):
     report = ovptq.inspect(int8)
     assert report.coverage == 1.0 and not report.standalone_fake_quantize, (steps, str(report))
     sample = builders.images(1, shape=(1, 4, 12, 12), seed=seed + 1)[0]
-    reference, got = builders.infer(model, sample)[0], builders.infer(int8, sample)[0]
+    # the IR's own math (quantizers emulated in float): a CPU without VNNI adds its kernels' 16-bit saturation,
+    # which differs from one kernel choice to another
+    reference, got = builders.infer(model, sample)[0], builders.infer(int8, sample, emulated=True)[0]
     assert sqnr_db(reference, got) > SQNR_BOUND_DB, steps
