@@ -17,34 +17,23 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import openvino as ov
 
 import ovptq
 from benchmarks.compare import RESULTS, calibration_folder, command_line, corpus_models, publish, save_run
 from benchmarks.worker import DiskItems
 from models import get_model
-from ovptq.dataset import ModelInput, bind_requests
-from ovptq.measuring.measure import EMULATED
+from ovptq.measuring.measure import EMULATED, bind, output_sqnr, run
 
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}
 ROUNDINGS = ("nearest", "error_feedback")
 
 
-def output_sqnr(core: ov.Core, fp32: ov.Model, int8: ov.Model, dataset: ovptq.Dataset, first: int = 100,
-                count: int = 32) -> float:
-    """10 log10(sum y^2 / sum (y - y_int8)^2) over every output, INT8 emulated, on items first..first+count."""
-    inputs = ModelInput.of(fp32)
-    reference, quantized = core.compile_model(fp32, "CPU", F32), core.compile_model(int8, "CPU", {**F32, **EMULATED})
-    power = error = 0.0
-    for index, item in list(dataset.items(limit=first + count, stage="benchmark"))[first:]:
-        for feed in bind_requests(item, inputs, index):
-            expected, produced = reference(feed), quantized(feed)
-            for output in range(len(reference.outputs)):
-                y = np.asarray(expected[output], np.float64)
-                power += float(np.sum(y * y))
-                error += float(np.sum((y - np.asarray(produced[output], np.float64)) ** 2))
-    return 10 * np.log10(power / max(error, 1e-30))
+def emulated_sqnr(core: ov.Core, fp32: ov.Model, int8: ov.Model, dataset: ovptq.Dataset, first: int = 100,
+                  count: int = 32) -> float:
+    """The SQNR over every output (`output_sqnr`), INT8 emulated, on feeds first..first+count."""
+    feeds = bind(dataset, fp32, first + count, "benchmark")[first:]
+    return output_sqnr(run(core, fp32, feeds), run(core, int8, feeds, emulated=True))
 
 
 def measure(name: str, subset: int) -> dict:
@@ -58,7 +47,7 @@ def measure(name: str, subset: int) -> dict:
         int8 = ovptq.quantize(fp32, dataset, subset_size=subset, model_type=spec.model_type,
                               advanced_parameters=ovptq.AdvancedQuantizationParameters(weight_rounding=rounding))
         seconds = time.perf_counter() - started
-        row[rounding] = {"seconds": seconds, "sqnr_db": output_sqnr(core, fp32, int8, dataset),
+        row[rounding] = {"seconds": seconds, "sqnr_db": emulated_sqnr(core, fp32, int8, dataset),
                          "metric": spec.evaluate(core.compile_model(int8, "CPU", F32))[spec.headline],
                          "metric_emulated": spec.evaluate(core.compile_model(int8, "CPU", {**F32, **EMULATED}))[
                              spec.headline]}

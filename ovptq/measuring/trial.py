@@ -173,9 +173,9 @@ class Trials:
         measured = self.measure(change)
         if change or not np.isnan(measured.held_out_db):
             return measured
-        got = measure.run_compiled(self._unchanged, self.feeds[len(self.feeds) - self.held_out:])
-        search = len(self.feeds) - self.held_out
-        measured = replace(measured, held_out_db=measure.worst_output_sqnr([r[search:] for r in self.reference], got))
+        got = measure.run_compiled(self._unchanged, self.feeds[self._searched:])
+        measured = replace(measured, held_out_db=measure.worst_output_sqnr(
+            [r[self._searched:] for r in self.reference], got))
         self._measured[change.key()] = measured
         self._unchanged = None
         return measured
@@ -184,18 +184,22 @@ class Trials:
         """A model compiled elsewhere (the speed check's, at the default precision) measured on the trial feeds."""
         return self._score(measure.run_compiled(compiled, self.feeds))
 
+    @property
+    def _searched(self) -> int:
+        """How many feeds, from the first, the search looks at: all but the held-out ones."""
+        return len(self.feeds) - self.held_out
+
     def _measure(self, change: PlanChange) -> Measurement:
         if not change and self.held_out:
             self._unchanged = measure.compile_f32(self.state.core, self.state.result, self.emulated)
-            searched = self.feeds[:len(self.feeds) - self.held_out]
-            got = measure.run_compiled(self._unchanged, searched)
+            got = measure.run_compiled(self._unchanged, self.feeds[:self._searched])
             return replace(self._score(got, searched=True), held_out_db=float("nan"))
         model = built(changed(self.state, change)).result if change else self.state.result
         return self._score(measure.run(self.state.core, model, self.feeds, self.emulated))
 
     def _score(self, got: list[list[np.ndarray]], searched: bool = False) -> Measurement:
         """The measurement of outputs on every feed (or, with `searched`, on the searched feeds only)."""
-        search = len(self.feeds) - self.held_out
+        search = self._searched
         reference, kept = [r[:search] for r in self.reference], [g[:search] for g in got]
         held_out = measure.worst_output_sqnr([r[search:] for r in self.reference], [g[search:] for g in got]) \
             if self.held_out and not searched else float("inf")

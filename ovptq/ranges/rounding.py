@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
@@ -141,12 +142,12 @@ def output_error(rows: np.ndarray, integers: np.ndarray, scale: np.ndarray, seco
 def rounded_layers(graph: Graph, weights: Mapping[str, QuantizedWeight]) -> list[RoundedLayer]:
     """The layers error feedback applies to, in graph order: 2-D Convolutions and MatMuls (constant 2-D weight on
     input 1, no transpose_a) whose int8 weight no other op shares and whose rows are at most MAX_COLUMNS long."""
-    sources = [w.source for w in weights.values()]
+    readers = Counter(w.source for w in weights.values())
     layers = []
     for node in graph.order:
         quantized = weights.get(node)
         if quantized is None or quantized.quantizer.port != 1 or quantized.quantizer.embedding \
-                or sources.count(quantized.source) > 1:
+                or readers[quantized.source] > 1:
             continue
         op, kind = graph.op(node), graph.type(node)
         shape = tuple(quantized.integers.shape)
@@ -211,7 +212,7 @@ def _run(state: State) -> State:
         records.append({"layer": layer.node, "error_before": before, "error_after": min(after, before)})
     kept = sum(r["error_after"] < r["error_before"] for r in records)
     log.info("Weight rounding (error feedback): %d of %d layers re-rounded; their output error %.3g -> %.3g.",
-             kept, len(state.weights), sum(r["error_before"] for r in records), sum(r["error_after"] for r in records))
+             kept, len(records), sum(r["error_before"] for r in records), sum(r["error_after"] for r in records))
     return replace(state, weights=MappingProxyType(weights), rounding=tuple(records))
 
 
