@@ -7,6 +7,9 @@ For every quantized linear layer (Convolution, MatMul, ...) of the INT8 model, o
   output gain        with `ablation`: how many dB the model outputs' SQNR against FP32 gains when only this layer is
                      put back in float in the INT8 model (its input quantizers bypassed, its FP32 weight restored);
                      one compilation per layer, so slower, but it ranks by effect on the outputs.
+  rounding gain      when the INT8 model was made with weight_rounding="error_feedback": how many dB the layer's
+                     output error from its weights, tr(dW H dW^T) on FP32 inputs, fell from nearest rounding to the
+                     weights kept (10 log10 before / after, from rt_info ovptq/weight_rounding; 0 where nearest stayed).
 With `ablation`, every quantizer is also ranked on its own, layer or not: each FakeQuantize (on the inputs of Add,
 Multiply, Concat, both inputs of a MatMul, ...) and each int8 weight, by the output SQNR gained with it alone in float.
 Both errors as SQNR in dB over all samples (higher is better), computed on the layer's output before its bias.
@@ -30,6 +33,7 @@ from ovptq.measuring import measure
 from ovptq.dataset import Dataset
 from ovptq.errors import ModelError
 from ovptq.hardware import LINEAR_TYPES
+from ovptq.rewrite.record import stage_record
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ class LayerError:
     own_sqnr_db: float
     accumulated_sqnr_db: float
     output_gain_db: float | None = None
+    rounding_gain_db: float | None = None
 
 
 @dataclass(frozen=True)
@@ -62,13 +67,20 @@ class ErrorReport:
 
     def __str__(self) -> str:
         ablation = all(e.output_gain_db is not None for e in self.layers)
+        rounded = any(e.rounding_gain_db is not None for e in self.layers)
         order = "largest output gain" if ablation else "worst own error"
         lines = [f"Per-layer SQNR (dB, higher is better) on {self.samples} samples, {order} first:",
-                 f"{'layer':<60} {'type':<17} {'own':>7} {'accum.':>7}" + (f" {'gain':>7}" if ablation else "")]
+                 f"{'layer':<60} {'type':<17} {'own':>7} {'accum.':>7}" + (f" {'gain':>7}" if ablation else "")
+                 + (f" {'round':>7}" if rounded else "")]
         for error in self.ranked():
             gain = f" {error.output_gain_db:7.2f}" if ablation else ""
+            if rounded:
+                gain += f" {error.rounding_gain_db:7.2f}" if error.rounding_gain_db is not None else f" {'-':>7}"
             lines.append(f"{error.layer[-60:]:<60} {error.type:<17} {error.own_sqnr_db:7.1f} "
                          f"{error.accumulated_sqnr_db:7.1f}{gain}")
+        if rounded:
+            lines.append("round: dB the layer's weight error fell by error-feedback rounding against nearest rounding "
+                         "(-: nearest rounding, layer not weighed)")
         worst = [error.layer for error in self.ranked()[:5]]
         lines.append(f"To try: ovptq.IgnoredScope(names={worst!r})")
         if self.quantizers:
@@ -125,11 +137,23 @@ def layer_errors(fp32_model: ov.Model, int8_model: ov.Model, dataset: Dataset, s
         every = measure.quantizer_gains(core, fp32_model, int8_model, keep_weights, feeds)
         quantizers = sorted((QuantizerGain(name, feeds_, gain) for name, (feeds_, gain) in every.items()),
                             key=lambda q: -q.output_gain_db)
+    rounding = rounding_gains(int8_model)
     results = []
     for index, op in enumerate(layers):
         name = op.get_friendly_name()
         own_db = float("nan") if name in folded | took_factor else measure.sqnr_db(own[index],
                                                                                    own[len(names) + index])
         accumulated_db = float("nan") if name in took_factor else measure.sqnr_db(own[index], accumulated[index])
-        results.append(LayerError(name, op.get_type_name(), own_db, accumulated_db, gains.get(name)))
+        results.append(LayerError(name, op.get_type_name(), own_db, accumulated_db, gains.get(name),
+                                  rounding.get(name)))
     return ErrorReport(results, len(feeds), quantizers)
+
+
+def rounding_gains(int8_model: ov.Model) -> dict[str, float]:
+    """layer -> 10 log10(error with nearest rounding / error with the weights kept), from the weight-rounding
+    stage's record; empty when the stage did not run."""
+    gains = {}
+    for entry in stage_record(int8_model, "weight_rounding") or []:
+        before, after = entry["error_before"], entry["error_after"]
+        gains[entry["layer"]] = 0.0 if after >= before else float(10 * np.log10(before / max(after, 1e-300)))
+    return gains

@@ -10,6 +10,7 @@ import pytest
 
 import builders
 import ovptq
+import ovptq.report
 from ovptq.errors import ParameterError
 from ovptq.ranges import rounding
 from ovptq.ranges.rounding import (RoundedLayer, conv_patches, input_second_moments, output_error,
@@ -109,6 +110,19 @@ def test_error_feedback_lowers_each_layers_output_error_and_keeps_int8_convoluti
     assert builders.ir_bytes(feedback)[1] != builders.ir_bytes(nearest)[1]  # other int8 weights
     assert len(ovptq.inspect(feedback).int8_linear) == 2
     assert builders.ir_bytes(quantized("error_feedback")) == builders.ir_bytes(feedback)  # the same IR again
+
+
+def test_the_report_gives_each_layers_rounding_gain_from_the_record():
+    feedback = quantized("error_feedback")
+    records = {r["layer"]: r for r in json.loads(feedback.get_rt_info(["ovptq", "weight_rounding"]).astype(str))}
+    report = ovptq.report.layer_errors(builders.conv_relu(), feedback, ovptq.Dataset(smooth_images(4)), samples=4)
+    gains = {e.layer: e.rounding_gain_db for e in report.layers}
+    for layer, record in records.items():
+        assert gains[layer] == pytest.approx(10 * np.log10(record["error_before"] / record["error_after"]))
+    assert "round" in str(report).splitlines()[1] and "error-feedback rounding" in str(report)
+    plain = ovptq.report.layer_errors(builders.conv_relu(), quantized("nearest"), ovptq.Dataset(smooth_images(4)),
+                                      samples=4)
+    assert all(e.rounding_gain_db is None for e in plain.layers) and "round" not in str(plain).splitlines()[1]
 
 
 def test_error_feedback_brings_the_model_closer_to_fp32():
