@@ -155,7 +155,8 @@ class MeasuringParameters:
 class AdvancedQuantizationParameters:
     """Expert options. `None` means the documented default.
 
-    overflow_fix: FIRST_LAYER by default (the first Convolution reached from each model input gets 7-bit weights).
+    overflow_fix: FIRST_LAYER by default (the first Convolution reached from each model input gets 7-bit weights);
+        with target_device="CPU" on an x86 CPU without VNNI or AMX (int8 sums that saturate), ENABLE.
     quantize_outputs: also quantize the tensors that feed model outputs.
     activations_range_estimator: MEAN_MINMAX for per-tensor activations and MINMAX for per-channel ones by default.
     weights_range_estimator: MINMAX (per-channel abs-max) or MEAN_QUANTILE (per-channel |w| quantile 1-q).

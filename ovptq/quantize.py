@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 import time
 from pathlib import Path
 
@@ -15,10 +16,12 @@ from ovptq.errors import ModelError, ParameterError, UnsupportedModelError
 from ovptq.graph.graph import Graph, unique_names
 from ovptq.graph.normalize import normalize
 from ovptq.measuring import safety_net, speed_check
-from ovptq.parameters import AdvancedQuantizationParameters, ModelType, QuantizationPreset, TargetDevice
+from ovptq.parameters import (AdvancedQuantizationParameters, ModelType, OverflowFix, QuantizationPreset,
+                              TargetDevice)
 from ovptq.placement import placer
 from ovptq.ranges import activations, rounding, weights
 from ovptq.rewrite import record, rewrite
+from ovptq.runtime.cpu import cpu_description, int8_sums_saturate
 from ovptq.scope import IgnoredScope
 from ovptq.state import Options, Stage, State
 from ovptq.statistics.compile import check_device
@@ -83,8 +86,15 @@ def _parse_options(preset, target_device, subset_size, fast_bias_correction, mod
     if statistics_path is not None and not isinstance(statistics_path, (str, Path)):
         raise ParameterError(f"statistics_path must be a path (str or pathlib.Path) or None, not "
                              f"{type(statistics_path).__name__}.")
+    advanced = advanced_parameters.normalized()
+    if advanced_parameters.overflow_fix is None and target_device is TargetDevice.CPU and int8_sums_saturate():
+        advanced = replace(advanced, overflow_fix=OverflowFix.ENABLE)
+        log.info("Overflow fix on every layer (7-bit weights): target_device='CPU' and this CPU, %s, has no VNNI or "
+                 "AMX, so its int8 kernels add pairs of u8 x i8 products in 16 bits, which saturate. The IR is made "
+                 "for such CPUs; target_device='ANY' or advanced_parameters.overflow_fix chooses otherwise.",
+                 cpu_description())
     return Options(preset, target_device, subset_size, fast_bias_correction, model_type, ignored_scope,
-                   advanced_parameters.normalized(), None if statistics_path is None else Path(statistics_path))
+                   advanced, None if statistics_path is None else Path(statistics_path))
 
 
 def quantize(model: ov.Model | str | Path, calibration_dataset: Dataset, *,

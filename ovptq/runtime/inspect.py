@@ -12,7 +12,7 @@ from pathlib import Path
 import openvino as ov
 
 from ovptq.rewrite.record import stage_record
-from ovptq.runtime.cpu import cpu_description
+from ovptq.runtime.cpu import cpu_description, int8_sums_saturate
 from ovptq.runtime.layers import LINEAR_LAYER_TYPES, RuntimeLayer, runtime_layers
 
 
@@ -25,6 +25,8 @@ class Int8Report:
     speed_check_cpu: str = ""         # the CPU the speed check's decisions were measured on ("": none in the model)
     given_back_whole: bool = False    # the speed check gave every layer back to float
     cpu: str = field(default_factory=cpu_description)  # the CPU this report was made on
+    overflow_fix: str = ""            # the overflow fix the model was made with ("": not recorded)
+    sums_saturate: bool = field(default_factory=int8_sums_saturate)  # this CPU's int8 kernels saturate 16-bit sums
 
     @property
     def measured_elsewhere(self) -> bool:
@@ -104,6 +106,11 @@ class Int8Report:
         if len(self.float_linear) > len(given_back) + len(restored) and self.fake_quantize_ops:
             hints.append("Layers in float with quantizers in the model: their inputs or weights are not quantized, "
                          "or quantized in a form the kernel does not take (see the list above).")
+        if self.sums_saturate and self.int8_linear and self.overflow_fix and self.overflow_fix != "enable":
+            hints.append(f"This CPU ({self.cpu}) has no VNNI or AMX: its int8 kernels add pairs of u8 x i8 "
+                         "products in 16 bits, which saturate where weights use all 8 bits (this model: "
+                         f"overflow_fix='{self.overflow_fix}'), so they may compute other values than the IR says. "
+                         "For this CPU, quantize with target_device='CPU' (7-bit weights on every layer).")
         if self.int8_linear and len(self.precision_reorders) > max(4, len(self.linear) // 2):
             hints.append(f"{len(self.precision_reorders)} Reorders convert between precisions: many switches "
                          "between int8 and float regions cost memory passes.")
@@ -154,7 +161,9 @@ def inspect(model: ov.Model | str | Path, device: str = "CPU", core: ov.Core | N
     speed, control = (stage_record(model, key) for key in ("speed_check", "accuracy_control"))
     kept_float = {**{name: "speed check" for name in speed.get("layers", ())},
                   **{name: "accuracy control" for name in control.get("restored", ())}}
+    overflow_key = ["ovptq", "quantization", "advanced_parameters", "overflow_fix"]
+    overflow_fix = model.get_rt_info(overflow_key).astype(str) if model.has_rt_info(overflow_key) else ""
     return Int8Report(runtime_layers(compiled, model),
                       sum(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops()),
                       kept_float, speed.get("fp32_precision", ""), speed.get("cpu", ""),
-                      bool(speed.get("whole_model_in_float", False)))
+                      bool(speed.get("whole_model_in_float", False)), overflow_fix=overflow_fix)
