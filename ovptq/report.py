@@ -12,7 +12,9 @@ For every quantized linear layer (Convolution, MatMul, ...) of the INT8 model, o
                      weights kept (10 log10 before / after, from rt_info ovptq/weight_rounding; 0 where nearest stayed).
 With `ablation`, every quantizer is also ranked on its own, layer or not: each FakeQuantize (on the inputs of Add,
 Multiply, Concat, both inputs of a MatMul, ...) and each int8 weight, by the output SQNR gained with it alone in float.
-Both errors as SQNR in dB over all samples (higher is better), computed on the layer's output before its bias.
+Both errors as SQNR in dB over all samples (higher is better), computed on the layer's output before its bias, on
+this CPU's int8 kernels: on a CPU whose kernels saturate (x86 without VNNI or AMX) the report says so, since its
+errors then include that saturation.
 Layers are ranked by own SQNR, worst first: the first names are those to try in an IgnoredScope. Reported are the
 layers with a quantizer right at an input (weights, or an activation FakeQuantize feeding the op); an activation x
 activation MatMul quantized above a Reshape / Transpose is left out. Where SmoothQuant changed coordinates the
@@ -34,6 +36,7 @@ from ovptq.dataset import Dataset
 from ovptq.errors import ModelError
 from ovptq.hardware import LINEAR_TYPES
 from ovptq.rewrite.record import stage_record
+from ovptq.runtime.cpu import cpu_description, int8_sums_saturate
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ class ErrorReport:
     layers: list[LayerError]
     samples: int
     quantizers: list[QuantizerGain] = field(default_factory=list)  # with ablation: every quantizer, best gain first
+    saturating_cpu: str = ""   # the CPU the errors were measured on, when its int8 kernels saturate ("": they do not)
 
     def ranked(self) -> list[LayerError]:
         """Worst first: by output gain when measured (largest first), else by own SQNR (smallest first)."""
@@ -83,6 +87,9 @@ class ErrorReport:
                          "(-: nearest rounding, layer not weighed)")
         worst = [error.layer for error in self.ranked()[:5]]
         lines.append(f"To try: ovptq.IgnoredScope(names={worst!r})")
+        if self.saturating_cpu:
+            lines.append(f"Measured on this CPU's int8 kernels ({self.saturating_cpu}: no VNNI or AMX), whose 16-bit "
+                         "sums of u8 x i8 pairs saturate where weights use all 8 bits: the errors include that.")
         if self.quantizers:
             lines += ["", "Every quantizer, output SQNR gained with it alone in float (dB), largest first:",
                       f"{'quantizer':<60} {'feeds':<30} {'gain':>7}"]
@@ -93,7 +100,7 @@ class ErrorReport:
         def finite(value):
             return None if np.isnan(value) else value if np.isfinite(value) else "inf"
         layers = [{k: finite(v) if isinstance(v, float) else v for k, v in asdict(e).items()} for e in self.ranked()]
-        return json.dumps({"samples": self.samples, "layers": layers,
+        return json.dumps({"samples": self.samples, "saturating_cpu": self.saturating_cpu, "layers": layers,
                            "quantizers": [asdict(q) for q in self.quantizers]}, indent=1)
 
     def plot(self, path: str | Path) -> Path:
@@ -146,7 +153,7 @@ def layer_errors(fp32_model: ov.Model, int8_model: ov.Model, dataset: Dataset, s
         accumulated_db = float("nan") if name in took_factor else measure.sqnr_db(own[index], accumulated[index])
         results.append(LayerError(name, op.get_type_name(), own_db, accumulated_db, gains.get(name),
                                   rounding.get(name)))
-    return ErrorReport(results, len(feeds), quantizers)
+    return ErrorReport(results, len(feeds), quantizers, cpu_description() if int8_sums_saturate() else "")
 
 
 def rounding_gains(int8_model: ov.Model) -> dict[str, float]:

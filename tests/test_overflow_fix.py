@@ -1,6 +1,8 @@
 """The overflow fix: which CPUs' int8 kernels saturate, the default target_device="CPU" takes from that, and that
 7-bit weights make the int8 kernels compute what the IR says on any CPU."""
 
+import json
+
 import numpy as np
 import openvino.opset13 as ops
 import pytest
@@ -76,3 +78,14 @@ def test_inspect_on_a_saturating_cpu_says_when_the_weights_use_all_8_bits(monkey
     assert not [h for h in ovptq.inspect(halved).hints() if "saturate" in h]
     monkeypatch.setattr(cpu, "_cpu_info", lambda: VNNI)
     assert not [h for h in ovptq.inspect(full).hints() if "saturate" in h]
+
+
+def test_the_report_says_when_its_errors_come_from_saturating_kernels(monkeypatch):
+    import ovptq.report
+    model, items = builders.conv_relu(), ovptq.Dataset(builders.images(4))
+    int8 = ovptq.quantize(model, items, advanced_parameters=ovptq.AdvancedQuantizationParameters(safety_net=False))
+    monkeypatch.setattr(cpu, "_cpu_info", lambda: AVX2_ONLY)
+    report = ovptq.report.layer_errors(model, int8, items, samples=2)
+    assert "saturate" in str(report) and json.loads(report.to_json())["saturating_cpu"].startswith("AMD EPYC")
+    monkeypatch.setattr(cpu, "_cpu_info", lambda: VNNI)
+    assert "saturate" not in str(ovptq.report.layer_errors(model, int8, items, samples=2))
