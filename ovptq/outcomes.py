@@ -61,12 +61,13 @@ class SafetyNet:
     seconds: float = 0.0          # the log's; never in rt_info
     ended: str = "healthy"        # why the search stopped (see `ovptq.measuring.safety_net`)
     cpu: str = ""                 # the CPU whose int8 kernels were measured ("": quantizers emulated, any CPU)
+    rounding: str = ""            # what the error-feedback candidate did ("": not measured)
 
     def record(self) -> dict[str, object]:
         """What rt_info keeps: the same model, data and options give the same record (no wall time)."""
         return {"samples": self.samples, "sqnr_before_db": round(self.sqnr_before_db, 2),
                 "sqnr_after_db": round(self.sqnr_after_db, 2), "measurements": self.measurements, "ended": self.ended,
-                **({"cpu": self.cpu} if self.cpu else {}),
+                **({"cpu": self.cpu} if self.cpu else {}), **({"rounding": self.rounding} if self.rounding else {}),
                 "repairs": [{"quantizer": r.unit, "change": r.change, "gain_db": round(r.gain_db, 2),
                              "float_gain_db": round(r.float_gain_db, 2)} for r in self.repairs]}
 

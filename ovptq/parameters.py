@@ -68,8 +68,11 @@ class OverflowFix(StrEnum):
 class WeightRounding(StrEnum):
     """NEAREST: each int8 weight is its float value over the scale, rounded. ERROR_FEEDBACK: the weights of a
     layer are rounded column by column, each column's error moved onto the later ones by the layer's input
-    statistics, so that the layer's output error is smallest (see `ovptq.ranges.rounding`)."""
+    statistics, so that the layer's output error is smallest (see `ovptq.ranges.rounding`). AUTO: nearest, and when
+    the safety net ends with the model still below `healthy_db`, error feedback is measured as its last candidate
+    and kept only if it gains `min_gain_db` on the searched and on the held-out feeds."""
 
+    AUTO = "auto"
     NEAREST = "nearest"
     ERROR_FEEDBACK = "error_feedback"
 
@@ -160,7 +163,8 @@ class AdvancedQuantizationParameters:
     quantize_outputs: also quantize the tensors that feed model outputs.
     activations_range_estimator: MEAN_MINMAX for per-tensor activations and MINMAX for per-channel ones by default.
     weights_range_estimator: MINMAX (per-channel abs-max) or MEAN_QUANTILE (per-channel |w| quantile 1-q).
-    weight_rounding: NEAREST (default) or ERROR_FEEDBACK: the int8 weights of Convolutions and MatMuls chosen by
+    weight_rounding: AUTO (default: nearest, error feedback when the safety net measures it better), NEAREST or
+        ERROR_FEEDBACK: the int8 weights of Convolutions and MatMuls chosen by
         their layer's output error on 16 calibration items (WeightRounding).
     quantile_outlier_prob: q of the quantile estimators.
     disable_bias_correction: skip the bias correction step.
@@ -187,7 +191,7 @@ class AdvancedQuantizationParameters:
     quantize_outputs: bool = False
     activations_range_estimator: RangeEstimator | str | None = None
     weights_range_estimator: RangeEstimator | str = RangeEstimator.MINMAX
-    weight_rounding: WeightRounding | str = WeightRounding.NEAREST
+    weight_rounding: WeightRounding | str = WeightRounding.AUTO
     quantile_outlier_prob: float = 1e-4
     disable_bias_correction: bool = False
     bias_correction_threshold: float | None = None

@@ -143,6 +143,32 @@ def test_layers_with_rows_longer_than_the_bound_keep_nearest_rounding(monkeypatc
 
 
 def test_an_unknown_rounding_is_refused_with_the_valid_ones():
-    with pytest.raises(ParameterError, match="weight_rounding='gptq' is not valid; use one of 'nearest', "
-                                             "'error_feedback'"):
+    with pytest.raises(ParameterError, match="weight_rounding='gptq' is not valid; use one of 'auto', "
+                                             "'nearest', 'error_feedback'"):
         ovptq.AdvancedQuantizationParameters(weight_rounding="gptq").normalized()
+
+
+def quantized_with_net(rounding: str, **thresholds) -> ov.Model:
+    """conv_relu quantized with a safety net that always ends unhealthy and never floats a layer."""
+    measuring = ovptq.MeasuringParameters(healthy_db=100.0, max_float_units=0, **thresholds)
+    parameters = ovptq.AdvancedQuantizationParameters(weight_rounding=rounding, measuring=measuring)
+    return ovptq.quantize(builders.conv_relu(), ovptq.Dataset(smooth_images(24)), advanced_parameters=parameters)
+
+
+def test_the_safety_net_keeps_error_feedback_when_it_measures_better():
+    auto = quantized_with_net("auto", min_gain_db=0.2)   # it gains 0.5 dB on this small network
+    net = json.loads(auto.get_rt_info(["ovptq", "safety_net"]).astype(str))
+    assert net["rounding"].startswith("error feedback kept") and net["repairs"] == []
+    assert auto.has_rt_info(["ovptq", "weight_rounding"])  # the per-layer record, as ovptq report reads it
+    # the same int8 weights and biases as asking for error feedback
+    assert builders.ir_bytes(auto)[1] == builders.ir_bytes(quantized_with_net("error_feedback", min_gain_db=0.2))[1]
+
+
+def test_error_feedback_the_net_does_not_measure_better_is_left_out():
+    auto = quantized_with_net("auto", min_gain_db=60.0)
+    net = json.loads(auto.get_rt_info(["ovptq", "safety_net"]).astype(str))
+    assert net["rounding"].startswith("error feedback not kept")
+    assert not auto.has_rt_info(["ovptq", "weight_rounding"])
+    assert builders.ir_bytes(auto)[1] == builders.ir_bytes(quantized_with_net("nearest", min_gain_db=60.0))[1]
+    nearest = json.loads(quantized_with_net("nearest").get_rt_info(["ovptq", "safety_net"]).astype(str))
+    assert "rounding" not in nearest

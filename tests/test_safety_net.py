@@ -226,6 +226,11 @@ def test_the_summary_says_whether_the_net_repaired_found_nothing_to_do_or_search
     assert safety_net_phrase(SafetyNet(8, 25.0, 25.0)) == "output SQNR 25.0 dB, no repair needed"
     assert safety_net_phrase(SafetyNet(8, 17.8, 17.8, (), 13, ended="error spread thin")) == \
         "output SQNR 17.8 dB; the safety net measured 13 models and kept no repair (error spread thin)"
+    rounded = SafetyNet(8, 13.8, 17.1, (), 10, ended="error spread thin",
+                        rounding="error feedback kept: +3.3 dB on 16 samples")
+    assert safety_net_phrase(rounded) == "output SQNR 17.1 dB after weights rounded with error feedback"
+    assert safety_net_phrase(replace(rounded, repairs=(repair,))) == \
+        "output SQNR 17.1 dB after weights rounded with error feedback and 1 safety-net repairs"
 
 
 def test_a_best_group_whose_gain_does_not_hold_ends_the_search_before_bisecting_it():

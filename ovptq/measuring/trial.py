@@ -180,6 +180,14 @@ class Trials:
         self._unchanged = None
         return measured
 
+    def measure_everywhere(self, model: ov.Model) -> Measurement:
+        """A model (built outside the plan changes: other int8 weights and biases) measured on every feed, held-out
+        ones included: for one candidate chosen before any measurement, which no search can have fitted to them."""
+        self.compiled += 1
+        got = measure.run(self.state.core, model, self.feeds, self.emulated)
+        return Measurement(measure.worst_output_sqnr(self.reference, got), measure.output_sqnr(self.reference, got),
+                           measure.sample_errors(self.reference, got))
+
     def score(self, compiled: ov.CompiledModel) -> Measurement:
         """A model compiled elsewhere (the speed check's, at the default precision) measured on the trial feeds."""
         return self._score(measure.run_compiled(compiled, self.feeds))

@@ -192,7 +192,9 @@ def input_second_moments(model: ov.Model, layers: list[RoundedLayer], dataset: D
             if counts[node] >= MIN_VECTORS_PER_COLUMN * total.shape[0]}
 
 
-def _run(state: State) -> State:
+def with_error_feedback(state: State) -> State:
+    """The state with its int8 weights rounded with error feedback, layer by layer (a layer keeps its nearest
+    rounding where that gives the smaller output error), and the per-layer record in `rounding`."""
     layers = rounded_layers(state.graph, state.weights)
     if not layers:
         return state
@@ -229,4 +231,4 @@ def _enabled(options) -> bool:
     return options.advanced.weight_rounding is WeightRounding.ERROR_FEEDBACK
 
 
-STAGE = Stage("weight rounding", _run, enabled=_enabled, rereads=lambda state: ROUNDING_SAMPLES, record=_record)
+STAGE = Stage("weight rounding", with_error_feedback, enabled=_enabled, rereads=lambda state: ROUNDING_SAMPLES, record=_record)

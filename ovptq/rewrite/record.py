@@ -61,6 +61,9 @@ def summary(state: State, seconds: float) -> str:
 
 def safety_net_phrase(net: SafetyNet) -> str:
     """The summary's words for the safety net: repaired, healthy at the first measurement, or searched in vain."""
+    if net.rounding.startswith("error feedback kept"):
+        repairs = f" and {len(net.repairs)} safety-net repairs" if net.repairs else ""
+        return f"output SQNR {net.sqnr_after_db:.1f} dB after weights rounded with error feedback{repairs}"
     if net.repairs:
         return f"output SQNR {net.sqnr_after_db:.1f} dB after {len(net.repairs)} safety-net repairs"
     if net.measurements <= 1:
