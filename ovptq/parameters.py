@@ -110,7 +110,8 @@ class MeasuringParameters:
     units go to float in one repair, which must lower the error of `consistent_share` of the samples. `groups`
     contiguous groups of units are measured after the transformer rules' unit; the best is halved while a half
     removes `dominant_share` of the noise its set removes (else the error is spread thin). The search measures at
-    most `max_measurements` models and makes at most `max_repairs` repairs.
+    most `max_measurements` models and makes at most `max_repairs` repairs; with weight_rounding="auto", a model
+    still below `healthy_db` after it costs two more (error-feedback weights against the model as it is).
 
     Speed check (target_device="CPU"): a linear layer is slower in int8 when its cost exceeds its float cost by
     `slower_margin` and `slower_min_ms`; a change is kept when the rebuilt model is at least `min_speedup` faster

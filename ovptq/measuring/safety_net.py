@@ -29,12 +29,14 @@ target_device="CPU", and the FP32 outputs come from the statistics pass.
    float would buy with many INT8 layers. The search ends there, when the SQNR reaches `healthy_db`, after
    `max_repairs` repairs, or once `max_measurements` models were measured.
 
-5. Still below `healthy_db` at the end (weight_rounding="auto", fast or no bias correction): the weights are
-   rounded again with error feedback (`ovptq.ranges.rounding`), the fast bias correction is made again for them,
-   and both models are measured on all the feeds (a single candidate named in advance: no search has fitted the
-   held-out ones), when `max_measurements` leaves room for the two; it is kept when it gains `min_gain_db` there and lowers the error of `consistent_share` of the
-   samples. One early layer's rounding can move
-   such a model's output by 5 dB (benchmarks/README.md), so this is a measured draw, not a rule.
+5. Still below `healthy_db` at the end (weight_rounding="auto", fast or no bias correction), whatever ended the
+   search: the weights are rounded again with error feedback
+   (`ovptq.ranges.rounding`), the fast bias correction is made again for them, and both models are measured on all
+   the feeds (one candidate named in advance: no search has fitted the held-out ones). It is kept when it gains
+   `min_gain_db` there and lowers the error of `consistent_share` of the samples. One early layer's rounding can
+   move such a model's output by 5 dB (benchmarks/README.md): this is a measured draw, not a rule. These two models
+   come on top of the search's `max_measurements`, so that a search that used its budget (PP-OCRv5 rec at 300
+   items) does not decide whether the candidate is measured.
 
 Quantization errors of different layers partly cancel, so the gain of a group is not the sum of its units' gains
 (on PP-OCRv5 rec one weight alone gains 5.8 dB while the group of 16 that holds it gains 1.7): the search finds
@@ -347,12 +349,12 @@ def check(state: State, healthy_db: float | None = None) -> State:
         ended = str(stop)
         log.info("Safety net: search ended: %s.", ended)
     result = built(changed(state, search.kept)) if search.kept else state
-    rounding = ""
-    room = thresholds.max_measurements - trials.compiled
-    if search.current.sqnr_db < healthy_db and room >= 2 and _tries_error_feedback(state):
-        result, rounding, search.current = _error_feedback_candidate(result, search, trials, thresholds)
+    rounding_outcome = ""
+    if search.current.sqnr_db < healthy_db and _tries_error_feedback(state):
+        result, rounding_outcome, search.current = _error_feedback_candidate(result, search, trials, thresholds)
     outcome = SafetyNet(searched, before, search.current.sqnr_db, tuple(repairs), trials.compiled,
-                        time.perf_counter() - started, ended, "" if trials.emulated else cpu_description(), rounding)
+                        time.perf_counter() - started, ended, "" if trials.emulated else cpu_description(),
+                        rounding_outcome)
     if trials.compiled > 1:
         log.info("Safety net: %d repairs, output SQNR %.1f -> %.1f dB (%d models measured, %.1f s; ended: %s).",
                  len(repairs), before, outcome.sqnr_after_db, outcome.measurements, outcome.seconds, ended)
@@ -370,6 +372,8 @@ def _error_feedback_candidate(state: State, search: "_Search", trials: Trials,
     """(the state to keep, what was done, its measurement): the state with its weights rounded with error feedback
     and their fast bias correction, when that measures better by the margins, else `state` as it was."""
     candidate = rounding.with_error_feedback(state)
+    if not any(r["error_after"] < r["error_before"] for r in candidate.rounding):
+        return state, "", search.current   # no layer it may re-round, or none rounded better
     if state.options.bias_correction:
         candidate = fast.STAGE.run(candidate)
     candidate = built(candidate)
