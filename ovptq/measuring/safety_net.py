@@ -372,7 +372,7 @@ def _error_feedback_candidate(state: State, search: "_Search", trials: Trials,
     """(the state to keep, what was done, its measurement): the state with its weights rounded with error feedback
     and their fast bias correction, when that measures better by the margins, else `state` as it was."""
     candidate = rounding.with_error_feedback(state)
-    if not any(r["error_after"] < r["error_before"] for r in candidate.rounding):
+    if not rounding.rerounded(candidate.rounding):
         return state, "", search.current   # no layer it may re-round, or none rounded better
     if state.options.bias_correction:
         candidate = fast.STAGE.run(candidate)

@@ -184,9 +184,7 @@ class Trials:
         """A model (built outside the plan changes: other int8 weights and biases) measured on every feed, held-out
         ones included: for one candidate chosen before any measurement, which no search can have fitted to them."""
         self.compiled += 1
-        got = measure.run(self.state.core, model, self.feeds, self.emulated)
-        return Measurement(measure.worst_output_sqnr(self.reference, got), measure.output_sqnr(self.reference, got),
-                           measure.sample_errors(self.reference, got))
+        return _measurement(self.reference, measure.run(self.state.core, model, self.feeds, self.emulated))
 
     def score(self, compiled: ov.CompiledModel) -> Measurement:
         """A model compiled elsewhere (the speed check's, at the default precision) measured on the trial feeds."""
@@ -208,11 +206,16 @@ class Trials:
     def _score(self, got: list[list[np.ndarray]], searched: bool = False) -> Measurement:
         """The measurement of outputs on every feed (or, with `searched`, on the searched feeds only)."""
         search = self._searched
-        reference, kept = [r[:search] for r in self.reference], [g[:search] for g in got]
         held_out = measure.worst_output_sqnr([r[search:] for r in self.reference], [g[search:] for g in got]) \
             if self.held_out and not searched else float("inf")
-        return Measurement(measure.worst_output_sqnr(reference, kept), measure.output_sqnr(reference, kept),
-                           measure.sample_errors(reference, kept), held_out)
+        return replace(_measurement([r[:search] for r in self.reference], [g[:search] for g in got]),
+                       held_out_db=held_out)
+
+
+def _measurement(reference: list[list[np.ndarray]], got: list[list[np.ndarray]]) -> Measurement:
+    """Worst-output SQNR, pooled SQNR and per-sample errors of `got` against `reference` (no held-out feeds)."""
+    return Measurement(measure.worst_output_sqnr(reference, got), measure.output_sqnr(reference, got),
+                       measure.sample_errors(reference, got))
 
 
 def recorded_outputs(state: State, feeds: int) -> list[list[np.ndarray]] | None:

@@ -212,10 +212,15 @@ def with_error_feedback(state: State) -> State:
         if after < before:
             weights[layer.node] = replace(quantized, integers=layer.weight_of(integers).astype(np.int8))
         records.append({"layer": layer.node, "error_before": before, "error_after": min(after, before)})
-    kept = sum(r["error_after"] < r["error_before"] for r in records)
     log.info("Weight rounding (error feedback): %d of %d layers re-rounded; their output error %.3g -> %.3g.",
-             kept, len(records), sum(r["error_before"] for r in records), sum(r["error_after"] for r in records))
+             rerounded(records), len(records), sum(r["error_before"] for r in records),
+             sum(r["error_after"] for r in records))
     return replace(state, weights=MappingProxyType(weights), rounding=tuple(records))
+
+
+def rerounded(records) -> int:
+    """How many layers of a rounding record took error-feedback weights (a lower output error than nearest)."""
+    return sum(r["error_after"] < r["error_before"] for r in records)
 
 
 def _record(state: State) -> dict[str, str]:
@@ -231,4 +236,5 @@ def _enabled(options) -> bool:
     return options.advanced.weight_rounding is WeightRounding.ERROR_FEEDBACK
 
 
-STAGE = Stage("weight rounding", with_error_feedback, enabled=_enabled, rereads=lambda state: ROUNDING_SAMPLES, record=_record)
+STAGE = Stage("weight rounding", with_error_feedback, enabled=_enabled, rereads=lambda state: ROUNDING_SAMPLES,
+              record=_record)
