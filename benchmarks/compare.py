@@ -329,6 +329,27 @@ def command_line(module: str, argv: list[str] | None) -> str:
     return f"python -m {module} {' '.join(argv if argv is not None else sys.argv[1:])}".strip()
 
 
+def per_model_run(name: str, description: str, measure, table, default_models, argv: list[str] | None) -> int:
+    """The command line of a benchmark that measures one model at a time: `measure(model, subset_size)` gives a
+    row, `table(rows)` its Markdown; each row is printed as it comes, then the run is saved as `name`.json / .md
+    and published to the `name` block of benchmarks/README.md with --update-readme. `default_models` is a list or
+    a function giving one (called only when --models is not given)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--models", nargs="+")
+    parser.add_argument("--subset-size", type=int, default=150)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--update-readme", action="store_true")
+    args = parser.parse_args(argv)
+    started, rows = time.time(), []
+    for model in args.models or (default_models() if callable(default_models) else default_models):
+        print(f"== {model}", flush=True)
+        rows.append(measure(model, args.subset_size))
+        print("\n".join(table(rows[-1:])), flush=True)
+    publish(save_run(args.out, name, command_line(f"benchmarks.{name}", argv), started, rows, table(rows)), name,
+            args.update_readme)
+    return 0
+
+
 def publish(markdown: list[str], marker: str, to_readme: bool, readme: Path = BENCHMARKS_README) -> None:
     """Print a run's Markdown and, with `to_readme`, write it between the `marker` markers of `readme`."""
     print("\n".join(markdown))

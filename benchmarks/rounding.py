@@ -12,15 +12,13 @@ saw but the rounding did not), and the quantize() wall time.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-from pathlib import Path
 
 import openvino as ov
 
 import ovptq
-from benchmarks.compare import RESULTS, calibration_folder, command_line, corpus_models, publish, save_run
+from benchmarks.compare import calibration_folder, corpus_models, per_model_run
 from benchmarks.worker import DiskItems
 from models import get_model
 from ovptq.measuring.measure import EMULATED, bind, output_sqnr, run
@@ -68,20 +66,7 @@ def table(rows: list[dict]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+")
-    parser.add_argument("--subset-size", type=int, default=150)
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--update-readme", action="store_true")
-    args = parser.parse_args(argv)
-    started, rows = time.time(), []
-    for name in args.models or corpus_models():
-        print(f"== {name}", flush=True)
-        rows.append(measure(name, args.subset_size))
-        print("\n".join(table(rows[-1:])), flush=True)
-    publish(save_run(args.out, "rounding", command_line("benchmarks.rounding", argv), started, rows, table(rows)),
-            "rounding", args.update_readme)
-    return 0
+    return per_model_run("rounding", __doc__.splitlines()[0], measure, table, corpus_models, argv)
 
 
 if __name__ == "__main__":

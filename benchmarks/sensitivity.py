@@ -2,29 +2,26 @@
 same model with one layer's int8 weights taken from the overflow fix's 7-bit grid (its other layers unchanged),
 layer by layer, on the corpus models, in one process.
 
-    python -m benchmarks.sensitivity --models ppocrv5_rec ppocr_rec mobilenet_v2
+    python -m benchmarks.sensitivity --models ppocrv5_rec ppocr_rec ppocr_cls
     python -m benchmarks.sensitivity --update-readme           # and fill the block in benchmarks/README.md
 
 A 7-bit grid moves each weight by at most one 8-bit step; the layer keeps its FP32 bias (bias correction is undone
 for it), so the same variants with only the bias correction undone are measured too. Per model: the output SQNR
 against FP32 (emulated, 32 calibration items the statistics saw) of the default model, and the lowest, median and
-highest over each kind of one-layer variant, with how many read more than 1 dB above the default. A model whose variants spread wide has an error that is a draw of its roundings, not the
-work of one layer: no quantizer stands out for the safety net, and any method that re-rounds is judged on how
-wide that draw is.
+highest over each kind of one-layer variant, with how many read more than 1 dB above the default. A model whose
+variants spread wide has an error that is a draw of its roundings, not the work of one layer: no quantizer stands
+out for the safety net, and any method that re-rounds is judged on how wide that draw is.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import openvino as ov
 
 import ovptq
-from benchmarks.compare import RESULTS, calibration_folder, command_line, publish, save_run
+from benchmarks.compare import calibration_folder, per_model_run
 from benchmarks.worker import DiskItems
 from models import get_model
 from ovptq.measuring.measure import bind, output_sqnr, run
@@ -80,20 +77,7 @@ def table(rows: list[dict]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["ppocrv5_rec", "ppocr_rec", "ppocr_cls"])
-    parser.add_argument("--subset-size", type=int, default=150)
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--update-readme", action="store_true")
-    args = parser.parse_args(argv)
-    started, rows = time.time(), []
-    for name in args.models:
-        print(f"== {name}", flush=True)
-        rows.append(measure(name, args.subset_size))
-        print("\n".join(table(rows[-1:])), flush=True)
-    publish(save_run(args.out, "sensitivity", command_line("benchmarks.sensitivity", argv), started, rows,
-                     table(rows)), "sensitivity", args.update_readme)
-    return 0
+    return per_model_run("sensitivity", __doc__.splitlines()[0], measure, table, ["ppocrv5_rec", "ppocr_rec", "ppocr_cls"], argv)
 
 
 if __name__ == "__main__":
