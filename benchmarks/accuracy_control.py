@@ -3,12 +3,15 @@ INT8 layers.
 
     python -m benchmarks.accuracy_control                                   # every model, max_drop 0.005 and 0.01
     python -m benchmarks.accuracy_control --models ppocr_rec --drops 0.01 --timeout 1200
+    python -m benchmarks.accuracy_control --models ppocr_rec --drops 0.01 --pairs   # (input, label) items as they are
 
 Each case (tool, model, max_drop) runs in a process of its own (peak RSS is the tool's), on the same FP32 IR,
 the same calibration items and the same validation items with the same validation_fn:
 - ppocr_rec, ppocrv5_rec: word accuracy (exact match) of rendered lines, with per-sample values;
 - mobilenet_v2: top-1 agreement with the FP32 model on photo crops, with per-sample values.
-A case that runs past --timeout is stopped and reported as such. Results go to benchmarks/results/
+The validation Dataset maps each (input, label) pair to its input with a transform_fn; with --pairs it holds the
+pairs as they are, with no transform_fn (NNCF accepts that: only validation_fn reads the items). A case that runs
+past --timeout is stopped and reported as such. Results go to benchmarks/results/
 accuracy_control.{json,md}; --update-readme writes the table into benchmarks/README.md.
 """
 
@@ -65,7 +68,7 @@ class Counted:
         return self.fn(compiled, data)
 
 
-def worker(tool: str, name: str, max_drop: float, out: Path) -> int:
+def worker(tool: str, name: str, max_drop: float, out: Path, as_pairs: bool = False) -> int:
     """One case, in this process: quantize with accuracy control, save the IR and a JSON report beside it."""
     import openvino as ov
 
@@ -77,17 +80,16 @@ def worker(tool: str, name: str, max_drop: float, out: Path) -> int:
     calibration = DiskItems(calibration_folder(spec, CALIBRATION))
     counted = Counted(fn)
     model = ov.Core().read_model(spec.xml_path())
+    to_input = None if as_pairs else (lambda pair: pair[0])
     started = time.perf_counter()
     if tool == "ovptq":
         import ovptq
-        int8 = ovptq.quantize_with_accuracy_control(model, ovptq.Dataset(calibration),
-                                                    ovptq.Dataset(pairs, lambda pair: pair[0]), counted, max_drop,
-                                                    subset_size=CALIBRATION)
+        int8 = ovptq.quantize_with_accuracy_control(model, ovptq.Dataset(calibration), ovptq.Dataset(pairs, to_input),
+                                                    counted, max_drop, subset_size=CALIBRATION)
     else:
         import nncf
-        int8 = nncf.quantize_with_accuracy_control(model, nncf.Dataset(calibration),
-                                                   nncf.Dataset(pairs, lambda pair: pair[0]), counted,
-                                                   max_drop=max_drop, subset_size=CALIBRATION)
+        int8 = nncf.quantize_with_accuracy_control(model, nncf.Dataset(calibration), nncf.Dataset(pairs, to_input),
+                                                   counted, max_drop=max_drop, subset_size=CALIBRATION)
     seconds = time.perf_counter() - started
     calls = counted.calls
     ov.save_model(int8, out, compress_to_fp16=False)
@@ -95,24 +97,25 @@ def worker(tool: str, name: str, max_drop: float, out: Path) -> int:
     metric, _ = fn(core.compile_model(str(out), "CPU"), pairs)
     fp32, _ = fn(core.compile_model(str(spec.xml_path()), "CPU"), pairs)
     out.with_suffix(".json").write_text(json.dumps({
-        "tool": tool, "model": name, "max_drop": max_drop, "fp32_metric": fp32, "final_metric": metric,
+        "tool": tool, "model": name, "pairs": as_pairs, "max_drop": max_drop, "fp32_metric": fp32, "final_metric": metric,
         "met": fp32 - metric <= max_drop + 1e-9, "validations": calls, "seconds": seconds,
         "peak_rss_mb": peak_rss_mb()}))
     return 0
 
 
-def run_case(tool: str, name: str, max_drop: float, work: Path, timeout: int) -> dict:
-    out = work / f"{name}-{max_drop}-{tool}.xml"
-    command = [sys.executable, "-m", "benchmarks.accuracy_control", "--worker", tool, name, str(max_drop), str(out)]
+def run_case(tool: str, name: str, max_drop: float, work: Path, timeout: int, as_pairs: bool = False) -> dict:
+    out = work / f"{name}-{max_drop}-{tool}{'-pairs' if as_pairs else ''}.xml"
+    command = [sys.executable, "-m", "benchmarks.accuracy_control", "--worker", tool, name, str(max_drop), str(out),
+               *(["--pairs"] if as_pairs else [])]
     env = {**os.environ, "CI": "true", "OVPTQ_PROGRESS": "0"}
     try:
         subprocess.run(command, check=True, capture_output=True, env=env, timeout=timeout,
                        cwd=Path(__file__).parent.parent)
     except subprocess.TimeoutExpired:
-        return {"tool": tool, "model": name, "max_drop": max_drop, "timeout": timeout}
+        return {"tool": tool, "model": name, "pairs": as_pairs, "max_drop": max_drop, "timeout": timeout}
     except subprocess.CalledProcessError as error:
         last = error.stderr.decode(errors="replace").strip().splitlines()[-1:]
-        return {"tool": tool, "model": name, "max_drop": max_drop, "error": " ".join(last)}
+        return {"tool": tool, "model": name, "pairs": as_pairs, "max_drop": max_drop, "error": " ".join(last)}
     import ovptq
     result = json.loads(out.with_suffix(".json").read_text())
     result["int8_layers"] = len(ovptq.inspect(str(out)).int8_linear)
@@ -123,11 +126,12 @@ def table(rows: list[dict]) -> list[str]:
     lines = ["| model | max_drop | FP32 | tool | final metric | met | validation_fn calls | wall s | peak RSS MB | "
              "INT8 layers |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        model = f"{r['model']}, (input, label) items" if r.get("pairs") else r["model"]
         if "timeout" in r or "error" in r:
             why = f"stopped after {r['timeout']} s" if "timeout" in r else f"failed: {r['error']}"
-            lines.append(f"| {r['model']} | {r['max_drop']} | - | {r['tool']} | {why} | - | - | - | - | - |")
+            lines.append(f"| {model} | {r['max_drop']} | - | {r['tool']} | {why} | - | - | - | - | - |")
             continue
-        lines.append(f"| {r['model']} | {r['max_drop']} | {r['fp32_metric']:.4f} | {r['tool']} "
+        lines.append(f"| {model} | {r['max_drop']} | {r['fp32_metric']:.4f} | {r['tool']} "
                      f"| {r['final_metric']:.4f} | {'yes' if r['met'] else 'NO'} | {r['validations']} "
                      f"| {r['seconds']:.0f} | {r['peak_rss_mb']:.0f} | {r['int8_layers']} |")
     return lines
@@ -141,11 +145,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tools", nargs="+", default=TOOLS, choices=TOOLS)
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per case")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--pairs", action="store_true",
+                        help="validation items as (input, label) pairs with no transform_fn")
     parser.add_argument("--update-readme", action="store_true", help="write the table into benchmarks/README.md")
     args = parser.parse_args(argv)
     if args.worker:
         tool, name, max_drop, out = args.worker
-        return worker(tool, name, float(max_drop), Path(out))
+        return worker(tool, name, float(max_drop), Path(out), args.pairs)
     command, started = command_line("benchmarks.accuracy_control", argv), time.time()
     work = args.out / "irs" / "accuracy_control"
     work.mkdir(parents=True, exist_ok=True)
@@ -153,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.models:
         for max_drop in args.drops:
             for tool in args.tools:
-                rows.append(run_case(tool, name, max_drop, work, args.timeout))
+                rows.append(run_case(tool, name, max_drop, work, args.timeout, args.pairs))
                 print("\n".join(table(rows[-1:])[2:]), flush=True)
                 save_run(args.out, "accuracy_control", command, started, rows, table(rows))
     publish(save_run(args.out, "accuracy_control", command, started, rows, table(rows)), "accuracy_control",

@@ -62,6 +62,22 @@ def test_the_budget_is_met_by_restoring_the_planted_culprit():
     assert record["validations"] == len(record["steps"]) + 1 <= 8
 
 
+def test_validation_items_that_are_input_label_pairs_with_no_transform_fn_rank_on_the_calibration_items(caplog):
+    """NNCF-style validation data: (input, label) items that only validation_fn reads. The groups are ranked on
+    the calibration items, the log says so, and the planted culprit is restored as with model-input items."""
+    pairs = [(item, f"label {i}") for i, item in enumerate(ITEMS)]
+
+    def on_pairs(compiled, data):
+        return close_to_fp32(compiled, [item for item, _ in data])
+    with caplog.at_level(logging.INFO, logger="ovptq"):
+        int8 = ovptq.quantize_with_accuracy_control(planted_culprit(), ovptq.Dataset(ITEMS), ovptq.Dataset(pairs),
+                                                    on_pairs, max_drop=0.01)
+    record = record_of(int8)
+    assert record["met"] and record["restored"] == ["culprit"] and record["validations"] <= 8
+    said = [r.getMessage() for r in caplog.records if "not model inputs" in r.getMessage()]
+    assert len(said) == 1 and "Dataset item 0 is a tuple of 2" in said[0] and "ranked on the calibration items" in said[0]
+
+
 def test_a_default_model_within_budget_costs_one_int8_validation():
     calls = []
 

@@ -37,7 +37,7 @@ import numpy as np
 import openvino as ov
 
 from ovptq.dataset import Dataset, ModelInput, bind_requests
-from ovptq.errors import ParameterError, ValidationError
+from ovptq.errors import DatasetError, ParameterError, ValidationError
 from ovptq.hardware import LINEAR_TYPES
 from ovptq.measuring import measure, safety_net
 from ovptq.measuring.speed_check import quantizers_of
@@ -239,7 +239,7 @@ def _restore(state: State, search: _Search, dataset: Dataset, restorer: Advanced
                 return
             if metric > base_metric:
                 base, base_metric = fixed, metric
-    feeds, reference = _ranking_feeds(base, dataset, restorer, sample_drop)
+    feeds, reference = _ranking_feeds(base, _ranking_items(base, dataset, restorer), restorer, sample_drop)
     ranked = rank(base, _groups(base), feeds, reference)
     for mode in (["activations"] if restorer.restore_activations_first else []) + ["layers"]:
         if search.exhausted or _bisect(base, base_metric, ranked, mode, search, feeds, reference):
@@ -277,18 +277,35 @@ def rank(state: State, layers: list[str], feeds: list[dict], reference: list[lis
     return sorted(layers, key=lambda layer: -gains[layer])
 
 
-def _ranking_feeds(state: State, dataset: Dataset, restorer: AdvancedAccuracyRestorerParameters,
-                   sample_drop: np.ndarray | None) -> tuple[list[dict], list[list[np.ndarray]]]:
-    """The `ranking_subset_size` validation items, of the first `ranking_pool_size`, where INT8 and FP32 disagree
-    most (by the per-sample metric drop when known, else by the output error), with the FP32 outputs on them."""
+def _ranking_items(state: State, validation: Dataset, restorer: AdvancedAccuracyRestorerParameters) \
+        -> tuple[list[dict], bool]:
+    """The first `ranking_pool_size` validation items as model feeds, and True. Validation items that are not model
+    inputs (NNCF-style `(input, label)` items with no transform_fn, which only validation_fn reads) give the first
+    calibration items instead, and False: the ranking then orders them by output error alone."""
     inputs = ModelInput.of(state.model)
-    pool = [bind_requests(item, inputs, index)[0]
-            for index, item in dataset.items(restorer.ranking_pool_size, "accuracy control")]
+    try:
+        return [bind_requests(item, inputs, index)[0]
+                for index, item in validation.items(restorer.ranking_pool_size, "accuracy control")], True
+    except DatasetError as error:
+        log.info("Accuracy control: the validation items are not model inputs (%s), so only validation_fn reads "
+                 "them; the groups are ranked on the calibration items instead. A validation Dataset with a "
+                 "transform_fn that returns the model inputs ranks on the validation items.", error)
+    calibration = state.replay or state.dataset
+    return [bind_requests(item, inputs, index)[0]
+            for index, item in calibration.items(restorer.ranking_pool_size, "accuracy control")], False
+
+
+def _ranking_feeds(state: State, items: tuple[list[dict], bool], restorer: AdvancedAccuracyRestorerParameters,
+                   sample_drop: np.ndarray | None) -> tuple[list[dict], list[list[np.ndarray]]]:
+    """The `ranking_subset_size` items, of the pool (`_ranking_items`), where INT8 and FP32 disagree most (by the
+    per-sample metric drop when known for validation items, else by the output error), with the FP32 outputs on
+    them."""
+    pool, validation_items = items
     reference = measure.run(state.core, state.model, pool)
     if len(pool) <= restorer.ranking_subset_size:
         return pool, reference
     errors = measure.sample_errors(reference, measure.run(state.core, state.result, pool))
-    if sample_drop is not None and len(sample_drop) >= len(pool):
+    if validation_items and sample_drop is not None and len(sample_drop) >= len(pool):
         order = np.lexsort((-errors, -sample_drop[:len(pool)]))
     else:
         order = np.argsort(-errors, kind="stable")
