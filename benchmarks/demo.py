@@ -15,6 +15,7 @@ import openvino as ov
 
 import ovptq
 from benchmarks.benchmark_app import Entry, compare, format_report, fp32_entries
+from benchmarks.examples.common import show_summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subset-size", type=int, default=300)
     parser.add_argument("--seconds", type=int, default=10, help="duration of each benchmark_app run")
     args = parser.parse_args(argv)
+    show_summary()
 
     from models import get_model
     spec = get_model(args.model)

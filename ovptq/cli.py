@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("fp32", help="the FP32 model")
     report.add_argument("int8", help="the INT8 model ovptq made from it")
     report.add_argument("--data", required=True, help="as for quantize: image folder, .npy / .npz, module:function")
-    report.add_argument("--samples", type=int, default=8)
+    report.add_argument("--samples", type=bench.positive_int, default=8,
+                        help="calibration items the errors are measured on (default: %(default)s)")
     report.add_argument("--ablation", action="store_true",
                         help="also rank by the output gain of putting each layer back in float (slower)")
     report.add_argument("--json", metavar="PATH", help="also write the report as JSON")
@@ -63,11 +64,13 @@ def _quantize_parser(parser: argparse.ArgumentParser) -> None:
                                                       "array per input name) file, or module:function")
     parser.add_argument("-o", "--output", required=True, help="the INT8 IR to write (.xml; the .bin goes beside)")
     parser.add_argument("--preset", choices=["performance", "mixed"])
-    parser.add_argument("--subset-size", type=int, default=300)
+    parser.add_argument("--subset-size", type=bench.positive_int, default=300,
+                        help="calibration items used for statistics (default: %(default)s)")
     parser.add_argument("--model-type", choices=["transformer"])
     parser.add_argument("--target-device", choices=["ANY", "CPU", "GPU", "NPU"], default="ANY",
                         help="ANY (default): an IR for any device, no decision taken from this machine's timings; "
-                             "CPU: for this CPU, layers slower in int8 here go back to float (the speed check)")
+                             "CPU: for this CPU, layers slower in int8 here go back to float (the speed check) "
+                             "(default: %(default)s)")
     parser.add_argument("--ignore-names", nargs="+", default=[], metavar="NAME")
     parser.add_argument("--ignore-types", nargs="+", default=[], metavar="TYPE")
     parser.add_argument("--ignore-patterns", nargs="+", default=[], metavar="REGEX")
@@ -77,7 +80,8 @@ def _quantize_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (also OVPTQ_PROGRESS=0)")
     control = parser.add_argument_group("accuracy control (quantize_with_accuracy_control)")
     control.add_argument("--max-drop", type=float, help="the largest metric drop allowed against FP32")
-    control.add_argument("--drop-type", choices=["absolute", "relative"], default="absolute")
+    control.add_argument("--drop-type", choices=["absolute", "relative"], default="absolute",
+                         help="(default: %(default)s)")
     control.add_argument("--validate", metavar="MODULE:FUNCTION",
                          help="validation_fn(compiled_model, validation_data) -> metric (higher is better)")
     control.add_argument("--val-data", help="validation data, in any form --data takes")
@@ -88,9 +92,9 @@ def _image_options(parser: argparse.ArgumentParser) -> None:
     images = parser.add_argument_group("image folders")
     images.add_argument("--size", nargs=2, type=int, metavar=("HEIGHT", "WIDTH"),
                         help="resize to (default: the model input's height and width)")
-    images.add_argument("--mean", nargs=3, type=float, default=[0.0, 0.0, 0.0], help="per channel, subtracted")
-    images.add_argument("--scale", nargs=3, type=float, default=[1.0, 1.0, 1.0], help="per channel, divided by")
-    images.add_argument("--layout", choices=["NCHW", "NHWC"], default="NCHW")
+    images.add_argument("--mean", nargs=3, type=float, default=[0.0, 0.0, 0.0], help="per channel, subtracted (default: 0 0 0)")
+    images.add_argument("--scale", nargs=3, type=float, default=[1.0, 1.0, 1.0], help="per channel, divided by (default: 1 1 1)")
+    images.add_argument("--layout", choices=["NCHW", "NHWC"], default="NCHW", help="(default: %(default)s)")
     images.add_argument("--bgr", action="store_true", help="channels in BGR order (default RGB)")
 
 

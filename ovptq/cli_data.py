@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,11 +38,10 @@ def load(source: str, model: ov.Model, images: ImageOptions) -> list | object:
     if path.is_dir():
         return image_items(path, model, images)
     if path.suffix == ".npy" and path.is_file():
-        array = np.load(path)
+        array = _read_numpy(path)
         return [array[i:i + 1] for i in range(len(array))]
     if path.suffix == ".npz" and path.is_file():
-        with np.load(path) as arrays:
-            data = {name: arrays[name] for name in arrays.files}
+        data = _read_numpy(path)
         counts = {len(a) for a in data.values()}
         if len(counts) != 1:
             raise DatasetError(f"{path}: its arrays have different numbers of samples "
@@ -49,8 +49,28 @@ def load(source: str, model: ov.Model, images: ImageOptions) -> list | object:
         return [{name: a[i:i + 1] for name, a in data.items()} for i in range(counts.pop())]
     if ":" in source and not path.exists():
         return _from_function(source)
+    if not path.exists():
+        raise DatasetError(f"--data {source!r}: no such file or folder.")
     raise ParameterError(f"--data {source!r} is neither a folder of images, a .npy / .npz file nor a "
                          "module:function.")
+
+
+def _read_numpy(path: Path) -> np.ndarray | dict[str, np.ndarray]:
+    """The array of a .npy file, or the arrays of a .npz file by name; a file numpy cannot read (or one holding
+    pickled Python objects, which are never loaded) is a DatasetError naming it."""
+    try:
+        if path.suffix == ".npy":
+            return np.load(path)
+        with np.load(path) as arrays:
+            return {name: arrays[name] for name in arrays.files}
+    except ValueError as error:
+        if "allow_pickle" in str(error) or "pickled" in str(error):
+            raise DatasetError(f"{path} is not a plain NumPy array file: numpy reads it as pickled Python objects, "
+                               "which ovptq never loads. Save numeric arrays (np.save of a float32 array).") \
+                from error
+        raise DatasetError(f"{path} is not a NumPy file numpy can read: {error}.") from error
+    except (OSError, EOFError, zipfile.BadZipFile) as error:
+        raise DatasetError(f"{path} is not a NumPy file numpy can read: {error}.") from error
 
 
 def image_items(folder: Path, model: ov.Model, options: ImageOptions) -> list[np.ndarray]:

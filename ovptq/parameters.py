@@ -111,7 +111,8 @@ class MeasuringParameters:
     contiguous groups of units are measured after the transformer rules' unit; the best is halved while a half
     removes `dominant_share` of the noise its set removes (else the error is spread thin). The search measures at
     most `max_measurements` models and makes at most `max_repairs` repairs; with weight_rounding="auto", a model
-    still below `healthy_db` after it costs two more (error-feedback weights against the model as it is).
+    still below `healthy_db` after it costs two more (error-feedback weights against the model as it is). A model
+    that ends below `warn_db` gets a warning that says what to check.
 
     Speed check (target_device="CPU"): a linear layer is slower in int8 when its cost exceeds its float cost by
     `slower_margin` and `slower_min_ms`; a change is kept when the rebuilt model is at least `min_speedup` faster
@@ -122,6 +123,7 @@ class MeasuringParameters:
     samples: int = 8
     held_out: int = 8
     healthy_db: float = 18.0
+    warn_db: float = 10.0
     min_gain_db: float = 1.0
     fix_share: float = 0.8
     max_float_units: int = 4

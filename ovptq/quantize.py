@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -27,6 +28,9 @@ from ovptq.state import Options, Stage, State
 from ovptq.statistics.compile import check_device
 
 log = logging.getLogger("ovptq")
+# The one-line summary of each call; `logging.getLogger("ovptq.summary").setLevel(logging.INFO)` shows it alone.
+summary_log = logging.getLogger("ovptq.summary")
+GENERIC_MODEL_NAME = re.compile(r"\w*_Frontend_IR|Model\d*|main_graph|torch_jit")
 
 # The default pipeline, in order. Before the first stage that reads statistics, one pass measures what every
 # enabled stage declares.
@@ -52,16 +56,25 @@ def load_model(model: ov.Model | str | Path, core: ov.Core | None = None) -> ov.
     if not isinstance(model, str | Path):
         raise ParameterError(f"model must be an openvino.Model or a path to an .xml/.onnx file, not "
                              f"{type(model).__name__}.")
-    path = Path(model)
-    if not path.is_file():
-        raise ModelError(f"Model file '{path}' does not exist.")
-    if path.suffix == ".xml" and not path.with_suffix(".bin").is_file():
-        raise ModelError(f"'{path}' has no weights file '{path.with_suffix('.bin').name}' beside it; an IR needs both "
-                         ".xml and .bin.")
+    path = checked_model_path(model)
     try:
         return (core or ov.Core()).read_model(str(path))
     except RuntimeError as error:
         raise ModelError(f"OpenVINO could not read '{path}': {error}") from error
+
+
+def checked_model_path(model: str | Path) -> Path:
+    """`model` as a path to a model file OpenVINO can be asked to read, or a ModelError saying what is wrong."""
+    path = Path(model)
+    if not path.is_file():
+        raise ModelError(f"Model file '{path}' does not exist.")
+    if path.suffix == ".bin":
+        raise ModelError(f"'{path}' is the weights file of an IR: pass its .xml ('{path.with_suffix('.xml')}'), "
+                         "which names the .bin beside it.")
+    if path.suffix == ".xml" and not path.with_suffix(".bin").is_file():
+        raise ModelError(f"'{path}' has no weights file '{path.with_suffix('.bin').name}' beside it; an IR needs both "
+                         ".xml and .bin.")
+    return path
 
 
 def _parse_options(preset, target_device, subset_size, fast_bias_correction, model_type, ignored_scope,
@@ -131,8 +144,17 @@ def quantized_state(model: ov.Model | str | Path, calibration_dataset: Dataset, 
     log.debug("Stage %s: %.3f s", "start", time.perf_counter() - started)
     state = pipeline.run(first, DEFAULT_STAGES)
     if not state.finished:
-        log.info(record.summary(state, time.perf_counter() - started))
+        summary_log.info(record.summary(state, time.perf_counter() - started, model_label(model, state.source)))
     return state
+
+
+def model_label(model: ov.Model | str | Path, loaded: ov.Model) -> str:
+    """How the summary names the model: its file name when it came from a file, else its name unless that is one a
+    frontend gives every model ('onnx_Frontend_IR', 'Model0')."""
+    if isinstance(model, str | Path):
+        return f"'{Path(model).name}'"
+    name = loaded.get_friendly_name()
+    return "the model" if not name or GENERIC_MODEL_NAME.fullmatch(name) else f"'{name}'"
 
 
 def start(model: ov.Model, dataset: Dataset, options: Options, core: ov.Core | None = None) -> State:

@@ -137,3 +137,84 @@ def test_a_model_the_speed_check_gives_back_whole_is_said_on_the_last_line_and_b
     report = inspect_json(tmp_path / "cpu.xml")
     assert report["verdict"].startswith("FLOAT: the speed check gave every layer back")
     assert not any("Reorders" in hint for hint in report["hints"])
+
+
+@pytest.mark.parametrize("content, said", [
+    (None, "is not a plain NumPy array file: numpy reads it as pickled Python objects"),   # np.save of objects
+    (b"\x93NUMPY\x20\x67garbage", "is not a NumPy file numpy can read: we only support format version"),
+])
+def test_a_data_file_numpy_cannot_read_is_one_line_naming_it_and_exit_code_1(tmp_path, fp32_ir, content, said):
+    data = tmp_path / "data.npy"
+    if content is None:
+        np.save(data, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    else:
+        data.write_bytes(content)
+    done = ovptq_command("quantize", fp32_ir, "--data", data, "-o", tmp_path / "o.xml")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith(f"error: {data} {said}")
+    assert not list(tmp_path.glob("o.*"))
+
+
+def test_paths_that_are_missing_or_the_weights_file_say_so(tmp_path, fp32_ir):
+    done = ovptq_command("quantize", fp32_ir, "--data", tmp_path / "nothere.npy", "-o", tmp_path / "o.xml")
+    assert done.returncode == 1 and f"--data '{tmp_path / 'nothere.npy'}': no such file or folder" in done.stderr
+    done = ovptq_command("quantize", fp32_ir.with_suffix(".bin"), "--data", tmp_path / "x.npy", "-o", tmp_path / "o.xml")
+    assert done.returncode == 1 and "is the weights file of an IR: pass its .xml" in done.stderr
+    assert "Traceback" not in done.stderr and "tensorflow" not in done.stderr.lower()
+    done = ovptq_command("bench", tmp_path / "missing.xml", fp32_ir)
+    assert done.returncode == 1 and done.stderr.strip() == f"error: Model file '{tmp_path / 'missing.xml'}' does not exist."
+
+
+@pytest.mark.parametrize("args", [("quantize", "{ir}", "--data", "{ir}", "-o", "o.xml", "--subset-size", "0"),
+                                  ("quantize", "{ir}", "--data", "{ir}", "-o", "o.xml", "--subset-size", "-5"),
+                                  ("bench", "{ir}", "{ir}", "--rounds", "0"),
+                                  ("report", "{ir}", "{ir}", "--data", "{ir}", "--samples", "zero")])
+def test_counts_below_one_are_usage_errors_with_exit_code_2(tmp_path, fp32_ir, args):
+    done = ovptq_command(*(a.format(ir=fp32_ir) for a in args), cwd=tmp_path)
+    assert "must be 1 or more" in done.stderr or "is not an integer" in done.stderr
+    assert done.returncode == 2 and "usage: ovptq" in done.stderr
+
+
+def test_help_shows_the_defaults():
+    done = ovptq_command("bench", "--help")
+    assert "(default: 4)" in done.stdout and "(default: 10)" in done.stdout
+    assert "(default: 300)" in ovptq_command("quantize", "--help").stdout
+
+
+def test_an_int8_model_with_an_unfused_input_quantizer_gets_a_verdict_that_agrees_with_its_counts():
+    from ovptq.runtime.inspect import Int8Report
+    from ovptq.runtime.layers import RuntimeLayer
+
+    def conv(name):
+        return RuntimeLayer(name, "Convolution", "U8", "brgconv_avx2_I8", (name,), ir_name=name)
+    fq = RuntimeLayer("x/fq", "FakeQuantize", "FP32", "jit_avx2_FP32", ("x/fq",))
+    report = Int8Report([conv("a"), conv("b"), fq], 2, made_by_ovptq=True, input_quantizers=frozenset({"x/fq"}),
+                        sums_saturate=False)
+    assert str(report).startswith("INT8 coverage: 2/2")
+    assert report.verdict() == ("INT8: all 2 Convolution / FullyConnected / MatMul layers run int8 kernels; "
+                                "1 FakeQuantize runs as a separate float layer.")
+    assert report.hints() == ["1 FakeQuantize on a model input runs as its own layer: it turns the float input into "
+                              "the int8 grid, one element-wise pass over the input per inference, before the first "
+                              "int8 layer."]
+    inner = RuntimeLayer("y/fq", "FakeQuantize", "FP32", "jit_avx2_FP32", ("y/fq",))
+    made_by_ovptq = Int8Report([conv("a"), inner], 2, made_by_ovptq=True, sums_saturate=False).hints()
+    made_elsewhere = Int8Report([conv("a"), inner], 2, made_by_ovptq=False, sums_saturate=False).hints()
+    assert "re-quantize with ovptq" not in made_by_ovptq[0] and "re-quantize with ovptq" in made_elsewhere[0]
+
+
+def test_bench_names_a_run_too_short_to_judge_and_an_ir_that_is_the_same_network(tmp_path, fp32_ir):
+    from ovptq.runtime import bench
+    results = {"FP32 @ default (f32)": bench.Measurement([100.0]), "int8.xml": bench.Measurement([137.0])}
+    report = bench.format_report(results, ["FP32 @ default (f32)"])
+    assert "1 round; a ratio of one round has no spread" in report and "1 alternating rounds" not in report
+    assert "note: 1 round cannot tell a speed-up from this machine's noise" in report
+    noisy = {"FP32 @ default (f32)": bench.Measurement([100.0, 100.0, 100.0]),
+             "int8.xml": bench.Measurement([95.0, 104.0, 101.0])}
+    assert "1.01x (0.95-1.04) ~" in bench.format_report(noisy, ["FP32 @ default (f32)"])
+    copy = tmp_path / "copy.xml"
+    ov.save_model(ov.Core().read_model(fp32_ir), copy, compress_to_fp16=False)
+    int8 = tmp_path / "int8.xml"
+    ov.save_model(ovptq.quantize(builders.conv_relu(), ovptq.Dataset(builders.images(4))), int8)
+    notes = bench.network_notes([str(fp32_ir), str(copy), str(int8)])
+    assert notes == [f"note: {copy} is the same network as {fp32_ir} (same ops, shapes and constants): any "
+                     "difference between them is noise."]

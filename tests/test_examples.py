@@ -37,3 +37,5 @@ def test_example_prints_finite_fp32_and_int8_figures_with_int8_layers(example, t
     assert all(math.isfinite(float(v)) for v in (*accuracy.groups(), *speed.groups())), run.stdout
     assert 0 < int(layers.group(1)) <= int(layers.group(2)), run.stdout
     assert (tmp_path / "model_int8.xml").exists() and (tmp_path / "model.xml").exists()
+    summaries = [line for line in run.stderr.splitlines() if line.startswith("ovptq.summary: Quantized ")]
+    assert len(summaries) == 1 and not re.search(r"^(INFO|ovptq): ", run.stderr, re.M), run.stderr[-3000:]

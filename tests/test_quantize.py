@@ -242,3 +242,27 @@ def test_deconvolution_runs_int8_with_symmetric_inputs_and_output_channel_axis_1
     assert "deconv" in report.int8_names() and report.coverage == 1.0
     scale = next(op for op in q.get_ordered_ops() if op.get_friendly_name() == "deconv/fq_weights_1/scale")
     assert list(scale.get_output_shape(0)) == [1, 4, 1, 1]
+
+
+def test_the_summary_names_the_model_by_its_file_or_its_own_name_and_can_be_shown_alone(tmp_path, caplog):
+    """The one-line summary goes to the 'ovptq.summary' logger: at INFO on that logger alone it is the only line.
+    It names a model read from a file by the file, and a model with a frontend's generic name as 'the model'."""
+    path = tmp_path / "det.xml"
+    ov.save_model(builders.conv_relu(), path, compress_to_fp16=False)
+    data = ovptq.Dataset(builders.images(4))
+    logging.getLogger("ovptq").setLevel(logging.WARNING)
+    try:
+        with caplog.at_level(logging.INFO, logger="ovptq.summary"):
+            ovptq.quantize(path, data)
+            generic = builders.conv_relu()
+            generic.set_friendly_name("onnx_Frontend_IR")
+            ovptq.quantize(generic, data)
+            named = builders.conv_relu()
+            named.set_friendly_name("my_detector")
+            ovptq.quantize(named, data)
+    finally:
+        logging.getLogger("ovptq").setLevel(logging.NOTSET)
+    infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert [r.name for r in caplog.records if r.levelno == logging.INFO] == ["ovptq.summary"] * 3
+    assert infos[0].startswith("Quantized 'det.xml' in ") and infos[1].startswith("Quantized the model in ")
+    assert infos[2].startswith("Quantized 'my_detector' in ")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import logging
 import os
 import tempfile
 from collections import Counter
@@ -43,7 +44,15 @@ def arguments(doc: str, calibration: int, evaluation: int) -> argparse.Namespace
                         help="also quantize with NNCF's default call on the same data and report it beside ovptq")
     parser.add_argument("--out", type=Path, help="folder to keep model.xml and model_int8.xml in (default: a "
                                                  "temporary folder)")
-    return parser.parse_args()
+    args = parser.parse_args()
+    show_summary()
+    return args
+
+
+def show_summary() -> None:
+    """ovptq's one-line summary of each quantize call on stderr, and its warnings; nothing else it logs."""
+    logging.basicConfig(format="%(name)s: %(message)s")
+    logging.getLogger("ovptq.summary").setLevel(logging.INFO)
 
 
 def nncf_int8(args: argparse.Namespace, fp32: ov.Model, data_source: Iterable, transform_fn: Callable,

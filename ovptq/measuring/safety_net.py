@@ -65,6 +65,7 @@ from ovptq.ranges.formulas import FQParams, asymmetric_activation, symmetric_act
 from ovptq.ranges.weights import quantize_weights
 from ovptq.runtime.cpu import cpu_description
 from ovptq.state import Stage, State
+from ovptq.wording import counted, health, listed
 
 log = logging.getLogger("ovptq")
 
@@ -302,7 +303,8 @@ def check(state: State, healthy_db: float | None = None) -> State:
     search = _Search(trials, thresholds)
     before = search.current.sqnr_db
     searched = len(trials.feeds) - trials.held_out
-    log.info("Safety net: output SQNR of the INT8 model against FP32 on %d samples: %.1f dB.", searched, before)
+    log.info("Safety net: output SQNR of the INT8 model against FP32 on %d samples: %.1f dB (%s).", searched, before,
+             health(before, healthy_db))
     repairs: list[Repair] = []
     ended = "healthy"
     units, whole = ([], []) if before >= healthy_db else (units_of(state), rule_units(state))
@@ -317,6 +319,9 @@ def check(state: State, healthy_db: float | None = None) -> State:
                 break
             culprits, float_gain = found
             name = " + ".join(unit.name for unit in culprits)
+            shown = listed((unit.name for unit in culprits), " + ")
+            if shown != name:
+                log.debug("Safety net: the candidate's quantizers: %s", name)
             # the transformer rules' unit goes to float as a whole: it is what those rules would have done
             candidates = [] if culprits[0] in whole else [(f.description, f.change()) for f in fixes(state, culprits)]
             try:
@@ -327,19 +332,19 @@ def check(state: State, healthy_db: float | None = None) -> State:
                            if gain >= thresholds.fix_share * float_gain), None)
             if chosen is None and len(culprits) > thresholds.max_float_units:
                 log.info("Safety net: the error is spread over %d quantizers (%s, %+.1f dB in float): left as it is.",
-                         len(culprits), name, float_gain)
+                         len(culprits), shown, float_gain)
                 ended = "error spread thin"
                 break
             what, change, gain = chosen or ("float", in_float(culprits), float_gain)
             reason = search.doubt(change)
             if reason is not None:
-                log.info("Safety net: %s -> %s gains %+.1f dB, but %s: left as it is.", name, what, gain, reason)
+                log.info("Safety net: %s -> %s gains %+.1f dB, but %s: left as it is.", shown, what, gain, reason)
                 ended = reason
                 break
             repaired = search.kept | change
             measured = search.measure([repaired])[0]
             repairs.append(Repair(name, what, gain, float_gain))
-            log.info("Safety net: %s -> %s: %+.1f dB (float: %+.1f dB).", name, what, gain, float_gain)
+            log.info("Safety net: %s -> %s: %+.1f dB (float: %+.1f dB).", shown, what, gain, float_gain)
             search.kept, search.current = repaired, measured
             units = [u for u in units if not any(u.overlaps(c) for c in culprits)]
             whole = [u for u in whole if not any(u.overlaps(c) for c in culprits)]
@@ -356,8 +361,15 @@ def check(state: State, healthy_db: float | None = None) -> State:
                         time.perf_counter() - started, ended, "" if trials.emulated else cpu_description(),
                         rounding_outcome)
     if trials.compiled > 1:
-        log.info("Safety net: %d repairs, output SQNR %.1f -> %.1f dB (%d models measured, %.1f s; ended: %s).",
-                 len(repairs), before, outcome.sqnr_after_db, outcome.measurements, outcome.seconds, ended)
+        log.info("Safety net: %s, output SQNR %.1f -> %.1f dB, %s (%d models measured, %.1f s; ended: %s).",
+                 counted(len(repairs), "repair"), before, outcome.sqnr_after_db,
+                 health(outcome.sqnr_after_db, healthy_db), outcome.measurements, outcome.seconds, ended)
+    if outcome.sqnr_after_db < thresholds.warn_db:
+        log.warning("The INT8 model's output is far from FP32's: SQNR %.1f dB on %d calibration samples (below "
+                    "%g dB). Check that the calibration items are what the model sees in use (one kind of input, "
+                    "the same preprocessing as at inference), then measure your metric: if it holds, nothing is "
+                    "wrong; if not, try more items, fast_bias_correction=False, or "
+                    "ovptq.quantize_with_accuracy_control.", outcome.sqnr_after_db, searched, thresholds.warn_db)
     return replace(result, safety_net=outcome)
 
 

@@ -45,6 +45,7 @@ from ovptq.runtime.cpu import cpu_description
 from ovptq.runtime.layers import LINEAR_LAYER_TYPES
 from ovptq.runtime.profile import Profile, Profiler
 from ovptq.state import Options, Stage, State
+from ovptq.wording import counted, listed
 
 log = logging.getLogger("ovptq")
 
@@ -207,6 +208,8 @@ class _Check:
             candidate = self.profiler(built(changed(state, kept | change)).result)
             (now, measured), (before, after) = faster([current, candidate], thresholds.timings)
             what = _describe(slow, change.floated)
+            log.debug("Speed check: trying layers %s and quantizers %s in float.", [s.layer for s in slow],
+                      sorted(change.floated))
             if not clearly_faster(after, before, thresholds.min_speedup):
                 log.info("Speed check: %s back in float is not %.0f%% faster in every timing (%.3f -> %.3f ms): "
                          "kept.", what, 100 * thresholds.min_speedup, now.milliseconds, measured.milliseconds)
@@ -243,10 +246,8 @@ class _Check:
 
 def _describe(slow: list[SlowLayer], activations) -> str:
     if slow:
-        names = ", ".join(s.layer for s in slow[:6]) + (f" and {len(slow) - 6} more" if len(slow) > 6 else "")
-        return f"{len(slow)} int8 layers ({names})"
-    names = ", ".join(sorted(activations)[:6]) + (f" and {len(activations) - 6} more" if len(activations) > 6 else "")
-    return f"{len(activations)} quantizers of element-wise chains ({names})"
+        return f"{counted(len(slow), 'int8 layer')} ({listed(s.layer for s in slow)})"
+    return f"{counted(len(activations), 'quantizer')} of element-wise chains ({listed(sorted(activations))})"
 
 
 def _check(state: State) -> State:

@@ -9,6 +9,7 @@ import openvino as ov
 from ovptq.version import __version__
 from ovptq.outcomes import SafetyNet, SpeedCheck
 from ovptq.state import State
+from ovptq.wording import counted, health
 
 
 def rt_info(state: State) -> dict[str, object]:
@@ -35,11 +36,11 @@ def stage_record(model: ov.Model, key: str) -> dict:
     return json.loads(model.get_rt_info(["ovptq", key]).astype(str)) if model.has_rt_info(["ovptq", key]) else {}
 
 
-def summary(state: State, seconds: float) -> str:
-    """The paragraph logged at the end of quantize."""
+def summary(state: State, seconds: float, name: str) -> str:
+    """The paragraph logged at the end of quantize; `name` is how it names the model (e.g. "'det.onnx'")."""
     plan, correction = state.plan, state.bias_correction
     tables = sum(w.embedding for w in plan.weights)
-    parts = [f"Quantized '{state.model.get_friendly_name()}' in {seconds:.1f} s from {state.samples} calibration "
+    parts = [f"Quantized {name} in {seconds:.1f} s from {state.samples} calibration "
              f"samples: {len(plan.weights) - tables} layers with int8 weights, {len(plan.activations)} activation "
              "quantizers"]
     if tables:
@@ -53,23 +54,23 @@ def summary(state: State, seconds: float) -> str:
     if state.smoothing is not None and state.smoothing.where:
         parts.append(f"SmoothQuant on {len(state.smoothing.where)} tensors")
     if state.safety_net is not None:
-        parts.append(safety_net_phrase(state.safety_net))
+        parts.append(safety_net_phrase(state.safety_net, state.options.advanced.measuring.healthy_db))
     if state.speed_check is not None:
         parts.append(speed_check_phrase(state.speed_check))
     return "; ".join(p for p in parts if p) + ". ovptq.inspect(model) shows which layers the CPU runs in int8."
 
 
-def safety_net_phrase(net: SafetyNet) -> str:
+def safety_net_phrase(net: SafetyNet, healthy_db: float) -> str:
     """The summary's words for the safety net: repaired, healthy at the first measurement, or searched in vain."""
+    sqnr = f"output SQNR {net.sqnr_after_db:.1f} dB ({health(net.sqnr_after_db, healthy_db)})"
     if net.rounding.startswith("error feedback kept"):
-        repairs = f" and {len(net.repairs)} safety-net repairs" if net.repairs else ""
-        return f"output SQNR {net.sqnr_after_db:.1f} dB after weights rounded with error feedback{repairs}"
+        repairs = f" and {counted(len(net.repairs), 'safety-net repair')}" if net.repairs else ""
+        return f"{sqnr} after weights rounded with error feedback{repairs}"
     if net.repairs:
-        return f"output SQNR {net.sqnr_after_db:.1f} dB after {len(net.repairs)} safety-net repairs"
+        return f"{sqnr} after {counted(len(net.repairs), 'safety-net repair')}"
     if net.measurements <= 1:
-        return f"output SQNR {net.sqnr_after_db:.1f} dB, no repair needed"
-    return (f"output SQNR {net.sqnr_after_db:.1f} dB; the safety net measured {net.measurements} models and kept no "
-            f"repair ({net.ended})")
+        return f"{sqnr}, no repair needed"
+    return f"{sqnr}; the safety net measured {net.measurements} models and kept no repair ({net.ended})"
 
 
 def speed_check_phrase(speed: SpeedCheck) -> str:

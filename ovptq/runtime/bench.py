@@ -8,13 +8,17 @@ time at the other precision (f32 when the default is bf16, bf16 when it is f32),
 
 Each round runs every entry once, in an order that rotates from round to round; a ratio is taken within a round
 (its runs are seconds apart) and the report gives the median of the per-round ratios with their smallest and
-largest values: a noisy neighbour on a shared machine slows a round, not one IR. `--layers` also profiles every IR
-per layer (`runtime.profile`) and shows where the INT8 models spend time that the FP32 model does not.
+largest values: a noisy neighbour on a shared machine slows a round, not one IR. A ratio whose rounds fall on both
+sides of 1.0 is marked as within the run's noise, and a run of fewer than `MIN_ROUNDS` rounds says it cannot judge
+noise. IRs that are the same network as the FP32 IR (same ops, shapes and constants) or hold no FakeQuantize are
+named as such. `--layers` also profiles every IR per layer (`runtime.profile`) and shows where the INT8 models
+spend time that the FP32 model does not.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import re
 import shutil
 import statistics
@@ -25,7 +29,7 @@ from pathlib import Path
 
 import openvino as ov
 
-from ovptq.errors import ParameterError
+from ovptq.errors import ModelError, ParameterError
 from ovptq.runtime.cpu import cpu_description, default_precision  # noqa: F401  (re-exported)
 
 
@@ -36,6 +40,9 @@ def benchmark_app_command() -> str:
     if found is None:
         raise FileNotFoundError("benchmark_app not found: pip install openvino (it ships the command).")
     return found
+
+
+MIN_ROUNDS = 3   # fewer rounds give a ratio no spread to judge the machine's noise by
 
 
 def supports_bf16(core: ov.Core | None = None, device: str = "CPU") -> bool:
@@ -83,7 +90,12 @@ def run_once(xml: str | Path, hint: str, seconds: int, extra: list[str] | None =
     """One benchmark_app run; returns throughput (FPS) and latency median / max (ms)."""
     command = [benchmark_app_command(), "-m", str(xml), "-d", "CPU", "-hint", hint, "-t", str(seconds),
                *(extra or [])]
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        said = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+        raise ModelError(f"benchmark_app failed on {xml} (exit code {done.returncode}): "
+                         f"{said[-1].strip() if said else 'no message'}")
+    output = done.stdout
     return {"throughput_fps": _number(r"Throughput:\s+([\d.]+)\s*FPS", output),
             "latency_median_ms": _milliseconds("Median", output),
             "latency_max_ms": _milliseconds("Max", output)}
@@ -130,8 +142,13 @@ class Ratio:
     high: float
     rounds: int
 
+    @property
+    def within_noise(self) -> bool:
+        """The rounds' ratios fall on both sides of 1.0: this run cannot tell the two apart."""
+        return self.low < 1.0 < self.high
+
     def __str__(self) -> str:
-        return f"{self.median:.2f}x ({self.low:.2f}-{self.high:.2f})"
+        return f"{self.median:.2f}x ({self.low:.2f}-{self.high:.2f}){' ~' if self.within_noise else ''}"
 
 
 def ratio(results: dict[str, Measurement], name: str, reference: str) -> Ratio:
@@ -145,8 +162,10 @@ def ratio(results: dict[str, Measurement], name: str, reference: str) -> Ratio:
 def format_report(results: dict[str, Measurement], references: list[str]) -> str:
     """One line per entry: median FPS, and its per-round ratio to every reference (the FP32 entries)."""
     rounds = max(len(m.throughput_fps) for m in results.values())
+    rounds_said = f"{rounds} alternating rounds; ratios are per round: median (min-max), ~ where the rounds fall on " \
+        "both sides of 1.0 (within this run's noise)" if rounds > 1 else "1 round; a ratio of one round has no spread"
     lines = [f"CPU: {cpu_description()}; FP32 IR at the plugin's default inference precision: {default_precision()}",
-             f"benchmark_app -hint throughput, {rounds} alternating rounds; ratios are per round: median (min-max)",
+             f"benchmark_app -hint throughput, {rounds_said}",
              f"{'entry':<56} {'FPS':>8} " + " ".join(f"{'vs ' + r.split(' (')[0]:>24}" for r in references)]
     latency = any(m.latency_median_ms for m in results.values())
     if latency:
@@ -157,7 +176,42 @@ def format_report(results: dict[str, Measurement], references: list[str]) -> str
         if latency:
             line += f" {m.median('latency_median_ms'):>11.2f} {m.median('latency_max_ms'):>11.2f}"
         lines.append(line)
+    if rounds < MIN_ROUNDS:
+        lines.append(f"note: {rounds} round{'s' if rounds != 1 else ''} cannot tell a speed-up from this machine's noise "
+                     f"(on a shared machine runs of one IR differ by 10% and more); use --rounds {MIN_ROUNDS} or more "
+                     "to see the spread.")
     return "\n".join(lines)
+
+
+def network_signature(model: ov.Model) -> str:
+    """A hash of what the model computes: its ops in order, each with its type, output shapes and element types,
+    and its attributes (a Constant: its bytes); names and rt_info do not count."""
+    digest = hashlib.sha256()
+    for op in model.get_ordered_ops():
+        digest.update(op.get_type_name().encode())
+        for output in op.outputs():
+            digest.update(f"{output.get_partial_shape()}{output.get_element_type()}".encode())
+        if op.get_type_name() == "Constant":
+            digest.update(op.get_data().tobytes())
+        else:
+            digest.update(repr(sorted(op.get_attributes().items())).encode())
+    return digest.hexdigest()
+
+
+def network_notes(xmls: list[str]) -> list[str]:
+    """Notes on the IRs after the first (the FP32 one): those that are the same network as it, and those that hold
+    no FakeQuantize (a float model, e.g. one the speed check gave back whole)."""
+    core = ov.Core()
+    models = [core.read_model(xml) for xml in xmls]
+    reference = network_signature(models[0])
+    notes = []
+    for xml, model in zip(xmls[1:], models[1:]):
+        if network_signature(model) == reference:
+            notes.append(f"note: {xml} is the same network as {xmls[0]} (same ops, shapes and constants): any "
+                         "difference between them is noise.")
+        elif not any(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops()):
+            notes.append(f"note: {xml} holds no FakeQuantize: it runs in float, not INT8.")
+    return notes
 
 
 def layers_report(xmls: list[str], shape: str | None = None) -> str:
@@ -206,13 +260,25 @@ def parse_shape(text: str) -> dict[str, list[int]] | list[int]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("xml", nargs="+", help="the FP32 IR first, then INT8 IRs")
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--seconds", type=int, default=10, help="duration of each benchmark_app run")
+    parser.add_argument("--rounds", type=positive_int, default=4, help="alternating rounds (default: %(default)s)")
+    parser.add_argument("--seconds", type=positive_int, default=10,
+                        help="duration of each benchmark_app run (default: %(default)s)")
     parser.add_argument("--shape", help="benchmark_app -shape, for models with dynamic inputs, e.g. "
                                         "'input_ids[1,128],attention_mask[1,128]'")
     parser.add_argument("--latency", action="store_true", help="also run each entry with the latency hint")
     parser.add_argument("--layers", action="store_true",
                         help="also profile each IR per layer type (one thread): where INT8 spends time FP32 does not")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (anything else is a usage error, exit code 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be 1 or more")
+    return value
 
 
 def shape_argument(xmls: list[str], shape: str | None) -> str | None:
@@ -237,11 +303,16 @@ def shape_argument(xmls: list[str], shape: str | None) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ovptq.quantize import checked_model_path
+    for xml in args.xml:
+        checked_model_path(xml)
     shape = shape_argument([str(x) for x in args.xml], args.shape)
     fp32 = fp32_entries(args.xml[0])
     entries = [*fp32, *(Entry(str(x)) for x in args.xml[1:])]
     results = compare(entries, args.rounds, args.seconds, ["-shape", shape] if shape else None, args.latency)
     print(format_report(results, [e.name for e in fp32]))
+    for note in network_notes([str(x) for x in args.xml]):
+        print(note)
     if args.layers:
         print()
         print(layers_report([str(x) for x in args.xml], shape))

@@ -27,6 +27,8 @@ class Int8Report:
     cpu: str = field(default_factory=cpu_description)  # the CPU this report was made on
     overflow_fix: str = ""            # the overflow fix the model was made with ("": not recorded)
     sums_saturate: bool = field(default_factory=int8_sums_saturate)  # this CPU's int8 kernels saturate 16-bit sums
+    made_by_ovptq: bool = False       # the model carries ovptq's rt_info
+    input_quantizers: frozenset[str] = frozenset()  # FakeQuantize ops of the IR that read a model input directly
 
     @property
     def measured_elsewhere(self) -> bool:
@@ -77,17 +79,31 @@ class Int8Report:
         if not self.float_linear and not self.standalone_fake_quantize:
             return (f"INT8: all {len(self.linear)} Convolution / FullyConnected / MatMul layers run int8 kernels and "
                     "every FakeQuantize is fused.")
+        if not self.float_linear:
+            unfused = len(self.standalone_fake_quantize)
+            return (f"INT8: all {len(self.linear)} Convolution / FullyConnected / MatMul layers run int8 kernels; "
+                    f"{unfused} FakeQuantize run{'s' if unfused == 1 else ''} as {'a ' if unfused == 1 else ''}"
+                    f"separate float layer{'' if unfused == 1 else 's'}.")
         return (f"PARTIAL INT8: {len(self.float_linear)} of {len(self.linear)} Convolution / FullyConnected / MatMul "
                 f"layers run in float; {len(self.standalone_fake_quantize)} FakeQuantize run as separate float "
                 "layers.")
 
     def hints(self) -> list[str]:
         hints = []
-        if self.standalone_fake_quantize:
-            hints.append("A FakeQuantize left as its own layer was not fused into an int8 kernel: per-channel "
-                         "activation ranges in front of a non-depthwise layer, a zero point on an activation x "
-                         "activation MatMul or a deconvolution, or an op between it and the layer that the plugin "
-                         "cannot pass through. Re-quantize with ovptq, or ignore the layer (IgnoredScope).")
+        on_inputs = [layer for layer in self.standalone_fake_quantize if self._reads_model_input(layer)]
+        others = [layer for layer in self.standalone_fake_quantize if layer not in on_inputs]
+        if on_inputs:
+            hints.append(f"{len(on_inputs)} FakeQuantize on a model input run{'s' if len(on_inputs) == 1 else ''} as "
+                         "its own layer: it turns the float input into the int8 grid, one element-wise pass over the "
+                         "input per inference, before the first int8 layer.")
+        if others:
+            remedy = ("ignore the layer behind it (IgnoredScope) if that pass costs time" if self.made_by_ovptq
+                      else "re-quantize with ovptq, or ignore the layer (IgnoredScope)")
+            hints.append(f"{len(others)} FakeQuantize left as {'its' if len(others) == 1 else 'their'} own "
+                         "layer were not fused into an int8 kernel: per-channel activation ranges in front of a "
+                         "non-depthwise layer, a zero point on an activation x activation MatMul or a "
+                         "deconvolution, or an op between it and the layer that the plugin cannot pass through. "
+                         f"Each is an extra float pass: {remedy}.")
         given_back = [layer for layer in self.float_linear if (layer.ir_name or layer.name) in self.speed_checked]
         restored = [layer for layer in self.float_linear
                     if self.kept_float.get(layer.ir_name or layer.name) == "accuracy control"]
@@ -115,6 +131,9 @@ class Int8Report:
             hints.append(f"{len(self.precision_reorders)} Reorders convert between precisions: many switches "
                          "between int8 and float regions cost memory passes.")
         return hints
+
+    def _reads_model_input(self, layer: RuntimeLayer) -> bool:
+        return bool(set(layer.original_names) & self.input_quantizers)
 
     def table(self) -> str:
         """Every runtime layer: name, type, precision, kernel."""
@@ -163,7 +182,9 @@ def inspect(model: ov.Model | str | Path, device: str = "CPU", core: ov.Core | N
                   **{name: "accuracy control" for name in control.get("restored", ())}}
     overflow_key = ["ovptq", "quantization", "advanced_parameters", "overflow_fix"]
     overflow_fix = model.get_rt_info(overflow_key).astype(str) if model.has_rt_info(overflow_key) else ""
-    return Int8Report(runtime_layers(compiled, model),
-                      sum(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops()),
-                      kept_float, speed.get("fp32_precision", ""), speed.get("cpu", ""),
-                      bool(speed.get("whole_model_in_float", False)), overflow_fix=overflow_fix)
+    quantizers = [op for op in model.get_ordered_ops() if op.get_type_name() == "FakeQuantize"]
+    on_inputs = frozenset(op.get_friendly_name() for op in quantizers
+                          if op.input_value(0).get_node().get_type_name() == "Parameter")
+    return Int8Report(runtime_layers(compiled, model), len(quantizers), kept_float, speed.get("fp32_precision", ""),
+                      speed.get("cpu", ""), bool(speed.get("whole_model_in_float", False)), overflow_fix=overflow_fix,
+                      made_by_ovptq=model.has_rt_info(["ovptq"]), input_quantizers=on_inputs)
