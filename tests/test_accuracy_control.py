@@ -42,6 +42,9 @@ def close_to_fp32(compiled: ov.CompiledModel, data) -> tuple[float, list[float]]
 
 
 def control(metric=close_to_fp32, **kwargs):
+    """Accuracy control on the planted model, with 7-bit weights: the int8 kernels of a CPU without VNNI compute
+    then what the IR says, as every other CPU's do, so the ranking (on this CPU's kernels) is the same everywhere."""
+    kwargs.setdefault("advanced_quantization_parameters", ovptq.AdvancedQuantizationParameters(overflow_fix="enable"))
     return ovptq.quantize_with_accuracy_control(planted_culprit(), ovptq.Dataset(ITEMS), ovptq.Dataset(ITEMS),
                                                 metric, **kwargs)
 
@@ -70,12 +73,38 @@ def test_validation_items_that_are_input_label_pairs_with_no_transform_fn_rank_o
     def on_pairs(compiled, data):
         return close_to_fp32(compiled, [item for item, _ in data])
     with caplog.at_level(logging.INFO, logger="ovptq"):
-        int8 = ovptq.quantize_with_accuracy_control(planted_culprit(), ovptq.Dataset(ITEMS), ovptq.Dataset(pairs),
-                                                    on_pairs, max_drop=0.01)
+        int8 = ovptq.quantize_with_accuracy_control(
+            planted_culprit(), ovptq.Dataset(ITEMS), ovptq.Dataset(pairs), on_pairs, max_drop=0.01,
+            advanced_quantization_parameters=ovptq.AdvancedQuantizationParameters(overflow_fix="enable"))
     record = record_of(int8)
     assert record["met"] and record["restored"] == ["culprit"] and record["validations"] <= 8
     said = [r.getMessage() for r in caplog.records if "not model inputs" in r.getMessage()]
     assert len(said) == 1 and "Dataset item 0 is a tuple of 2" in said[0] and "ranked on the calibration items" in said[0]
+
+
+def test_the_ranking_measures_the_int8_kernels_validation_fn_runs_not_an_emulation(monkeypatch):
+    """validation_fn runs the model on this CPU's int8 kernels (16-bit sums that saturate on a CPU without VNNI),
+    so the ranking measures those kernels too, even for target_device="ANY", whose own stages emulate."""
+    from ovptq.measuring import measure
+    modes = []
+    real_run = measure.run
+
+    def recording(core, model, feeds, emulated=False):
+        modes.append(emulated)
+        return real_run(core, model, feeds, emulated)
+    monkeypatch.setattr(measure, "run", recording)
+    from ovptq.measuring import accuracy_control
+    ranked = []
+    real_rank = accuracy_control.rank
+
+    def ranking(*args):
+        modes.clear()
+        ranked.extend(real_rank(*args))
+        ranked.append(list(modes))
+        return ranked[:-1]
+    monkeypatch.setattr(accuracy_control, "rank", ranking)
+    control(max_drop=0.01)
+    assert ranked[0] == "culprit" and ranked[-1] and not any(ranked[-1])
 
 
 def test_a_default_model_within_budget_costs_one_int8_validation():

@@ -46,6 +46,7 @@ from ovptq.parameters import AdvancedQuantizationParameters, DropType, TargetDev
 from ovptq.quantize import load_model, quantized_state
 from ovptq.rewrite import rewrite
 from ovptq.state import State
+from ovptq.wording import counted
 
 log = logging.getLogger("ovptq")
 
@@ -215,8 +216,8 @@ def quantize_with_accuracy_control(
     record = {"fp32_metric": fp32_metric, "int8_metric": int8_metric, "final_metric": metric, "met": met,
               "max_drop": budget.max_drop, "drop_type": str(drop_type), "validations": validator.calls,
               "restored": list(restored), "steps": [{"what": s.what, "metric": s.metric} for s in search.steps]}
-    log.info("Accuracy control: %.4f (FP32 %.4f) with %d layers restored, %d validations, %.1f s.", metric,
-             fp32_metric, len(restored), validator.calls, time.perf_counter() - started)
+    log.info("Accuracy control: %.4f (FP32 %.4f) with %s restored, %s, %.1f s.", metric, fp32_metric,
+             counted(len(restored), "layer"), counted(validator.calls, "validation"), time.perf_counter() - started)
     return rewrite.stamped(final.result, {"accuracy_control": json.dumps(record)})
 
 
@@ -267,10 +268,11 @@ def restored(state: State, layers: list[str], mode: str) -> State:
 
 def rank(state: State, layers: list[str], feeds: list[dict], reference: list[list[np.ndarray]]) -> list[str]:
     """`layers` by the output SQNR (pooled over outputs, against the FP32 outputs `reference` on `feeds`) each
-    gains back in float alone, best first; the trial service measures them two at a time."""
+    gains back in float alone, best first; the trial service measures them two at a time, on this CPU's int8
+    kernels, which validation_fn's model runs on (a CPU without VNNI saturates where emulation does not)."""
     if not layers:
         return []
-    trials = Trials(state, feeds, reference)
+    trials = Trials(state, feeds, reference, on_this_cpu=True)
     baseline, *measured = trials.measure_all([PlanChange(), *(restoring(state, [layer], "layers") for layer in layers)])
     gains = {layer: m.pooled_db - baseline.pooled_db for layer, m in zip(layers, measured)}
     log.debug("Accuracy control ranking (dB gained in float): %s", gains)

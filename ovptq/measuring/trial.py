@@ -125,14 +125,17 @@ class Trials:
 
     For target_device="CPU" a model runs on this CPU's int8 kernels; otherwise its quantizers are emulated in float
     (`measure.EMULATED`), so that the decisions hold for any device: what the IR computes does not depend on the
-    CPU that quantized it (without VNNI, this CPU's kernels add 16-bit saturation that others do not have)."""
+    CPU that quantized it (without VNNI, this CPU's kernels add 16-bit saturation that others do not have).
+    `on_this_cpu` runs them on this CPU's kernels whatever the target, for a caller whose decisions are taken on
+    this CPU anyway (accuracy control: validation_fn runs the model here)."""
 
-    def __init__(self, state: State, feeds: list[dict], reference: list[list[np.ndarray]], held_out: int = 0):
+    def __init__(self, state: State, feeds: list[dict], reference: list[list[np.ndarray]], held_out: int = 0,
+                 on_this_cpu: bool = False):
         self.state = state
         self.feeds = feeds
         self.reference = reference
         self.held_out = min(held_out, max(0, len(feeds) - 1))  # the last feeds: a confirmation, not a search
-        self.emulated = state.options.target_device is not TargetDevice.CPU
+        self.emulated = not on_this_cpu and state.options.target_device is not TargetDevice.CPU
         self.compiled = 0
         self._measured: dict[tuple, Measurement] = {}
         self._workers = 2 if constant_bytes(state.model) <= CONCURRENT_TRIAL_BYTES else 1
