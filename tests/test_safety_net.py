@@ -194,17 +194,30 @@ def test_per_sample_errors_weigh_each_output_by_its_own_power():
     np.testing.assert_allclose(measure.sample_errors(reference, got), [1e-4, 0.25])
 
 
-def test_error_spread_over_many_quantizers_is_left_alone_rather_than_floated(monkeypatch):
+def test_error_spread_over_many_quantizers_is_left_alone_rather_than_floated(monkeypatch, caplog):
+    """...and the log line names three of them and how many more; DEBUG has the whole list."""
     state = planted(built(builders.residual_block()), "relu2/fq_output_0")
     state = replace(state, options=replace(state.options, advanced=replace(
         state.options.advanced, measuring=MeasuringParameters(max_float_units=1))))
     units = safety_net.units_of(state)
-    many = [u for u in units if "relu2/fq_output_0" in u.activations] + units[:1]   # the bad quantizer's and another
+    many = [u for u in units if "relu2/fq_output_0" in u.activations] + units[:4]   # the bad quantizer's and others
     monkeypatch.setattr(safety_net, "localise", lambda units, whole, gains, *rest: (many, gains([many])[0]))
     monkeypatch.setattr(safety_net, "fixes", lambda state, culprits: [])
-    checked = safety_net.STAGE.run(state)
+    with caplog.at_level(logging.DEBUG, logger="ovptq"):
+        checked = safety_net.STAGE.run(state)
     assert checked.safety_net.repairs == () and checked.plan is state.plan
     assert checked.safety_net.ended == "error spread thin"
+    spread = next(r.getMessage() for r in caplog.records if "spread over" in r.getMessage())
+    names = [u.name for u in many]
+    assert f"spread over 5 quantizers ({' + '.join(names[:3])} and 2 more," in spread
+    assert any(r.levelno == logging.DEBUG and r.getMessage().endswith(" + ".join(names)) for r in caplog.records)
+
+
+def test_lists_are_capped_and_nouns_counted():
+    from ovptq.wording import counted, listed
+    assert listed(["a", "b", "c"]) == "a, b, c" and listed(list("abcdef"), " + ") == "a + b + c and 3 more"
+    assert counted(1, "repair") == "1 repair" and counted(0, "repair") == "0 repairs"
+    assert counted(2, "quantizer of a chain", "quantizers of a chain") == "2 quantizers of a chain"
 
 
 def test_the_search_ends_when_it_has_measured_as_many_models_as_it_may():
