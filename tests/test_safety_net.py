@@ -237,20 +237,19 @@ def test_the_summary_says_whether_the_net_repaired_found_nothing_to_do_or_search
     from ovptq.rewrite.record import safety_net_phrase
     repair = Repair("conv/weights", "float", 3.0, 3.0)
     assert safety_net_phrase(SafetyNet(8, 15.0, 18.0, (repair,), 5), 18.0) == \
-        "output SQNR 18.0 dB (healthy (>= 18 dB)) after 1 safety-net repair"
+        "1 safety-net repair: output SQNR 18.0 dB, healthy (>= 18 dB)"
     assert safety_net_phrase(SafetyNet(8, 15.0, 19.0, (repair, repair), 5), 18.0) == \
-        "output SQNR 19.0 dB (healthy (>= 18 dB)) after 2 safety-net repairs"
-    assert safety_net_phrase(SafetyNet(8, 25.0, 25.0), 18.0) == "output SQNR 25.0 dB (healthy (>= 18 dB)), no repair needed"
+        "2 safety-net repairs: output SQNR 19.0 dB, healthy (>= 18 dB)"
+    assert safety_net_phrase(SafetyNet(8, 25.0, 25.0), 18.0) == "output SQNR 25.0 dB, healthy (>= 18 dB): no repair needed"
     assert safety_net_phrase(SafetyNet(8, 17.8, 17.8, (), 13, ended="error spread thin"), 18.0) == \
-        "output SQNR 17.8 dB (below the healthy 18 dB); the safety net measured 13 models and kept no repair (error " \
+        "output SQNR 17.8 dB, below the healthy 18 dB; the safety net measured 13 models and kept no repair (error " \
         "spread thin)"
     rounded = SafetyNet(8, 13.8, 17.1, (), 10, ended="error spread thin",
                         rounding="error feedback kept: +3.3 dB on 16 samples")
     assert safety_net_phrase(rounded, 16.0) == \
-        "output SQNR 17.1 dB (healthy (>= 16 dB)) after weights rounded with error feedback"
+        "weights rounded with error feedback: output SQNR 17.1 dB, healthy (>= 16 dB)"
     assert safety_net_phrase(replace(rounded, repairs=(repair,)), 18.0) == \
-        "output SQNR 17.1 dB (below the healthy 18 dB) after weights rounded with error feedback and 1 safety-net " \
-        "repair"
+        "weights rounded with error feedback and 1 safety-net repair: output SQNR 17.1 dB, below the healthy 18 dB"
 
 
 def test_a_model_far_from_fp32_gets_a_warning_that_says_what_to_check(caplog):
@@ -260,7 +259,7 @@ def test_a_model_far_from_fp32_gets_a_warning_that_says_what_to_check(caplog):
     with caplog.at_level(logging.INFO, logger="ovptq"):
         safety_net.STAGE.run(state)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "far from FP32" in r.getMessage()]
-    assert any("healthy (>= 18 dB)" in r.getMessage() for r in caplog.records)
+    assert any(r.getMessage().endswith("dB, healthy (>= 18 dB).") for r in caplog.records)
     caplog.clear()
     strict = replace(state.options.advanced.measuring, warn_db=60.0)
     options = replace(state.options, advanced=replace(state.options.advanced, measuring=strict))

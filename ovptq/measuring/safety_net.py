@@ -303,7 +303,7 @@ def check(state: State, healthy_db: float | None = None) -> State:
     search = _Search(trials, thresholds)
     before = search.current.sqnr_db
     searched = len(trials.feeds) - trials.held_out
-    log.info("Safety net: output SQNR of the INT8 model against FP32 on %d samples: %.1f dB (%s).", searched, before,
+    log.info("Safety net: output SQNR of the INT8 model against FP32 on %d samples: %.1f dB, %s.", searched, before,
              health(before, healthy_db))
     repairs: list[Repair] = []
     ended = "healthy"

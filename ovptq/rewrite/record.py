@@ -62,14 +62,14 @@ def summary(state: State, seconds: float, name: str) -> str:
 
 def safety_net_phrase(net: SafetyNet, healthy_db: float) -> str:
     """The summary's words for the safety net: repaired, healthy at the first measurement, or searched in vain."""
-    sqnr = f"output SQNR {net.sqnr_after_db:.1f} dB ({health(net.sqnr_after_db, healthy_db)})"
+    sqnr = f"output SQNR {net.sqnr_after_db:.1f} dB, {health(net.sqnr_after_db, healthy_db)}"
     if net.rounding.startswith("error feedback kept"):
         repairs = f" and {counted(len(net.repairs), 'safety-net repair')}" if net.repairs else ""
-        return f"{sqnr} after weights rounded with error feedback{repairs}"
+        return f"weights rounded with error feedback{repairs}: {sqnr}"
     if net.repairs:
-        return f"{sqnr} after {counted(len(net.repairs), 'safety-net repair')}"
+        return f"{counted(len(net.repairs), 'safety-net repair')}: {sqnr}"
     if net.measurements <= 1:
-        return f"{sqnr}, no repair needed"
+        return f"{sqnr}: no repair needed"
     return f"{sqnr}; the safety net measured {net.measurements} models and kept no repair ({net.ended})"
 
 
