@@ -97,7 +97,8 @@ def worker(tool: str, name: str, max_drop: float, out: Path, as_pairs: bool = Fa
     metric, _ = fn(core.compile_model(str(out), "CPU"), pairs)
     fp32, _ = fn(core.compile_model(str(spec.xml_path()), "CPU"), pairs)
     out.with_suffix(".json").write_text(json.dumps({
-        "tool": tool, "model": name, "pairs": as_pairs, "max_drop": max_drop, "fp32_metric": fp32, "final_metric": metric,
+        "tool": tool, "model": name, "pairs": as_pairs, "max_drop": max_drop, "fp32_metric": fp32,
+        "final_metric": metric,
         "met": fp32 - metric <= max_drop + 1e-9, "validations": calls, "seconds": seconds,
         "peak_rss_mb": peak_rss_mb()}))
     return 0

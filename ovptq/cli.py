@@ -92,8 +92,10 @@ def _image_options(parser: argparse.ArgumentParser) -> None:
     images = parser.add_argument_group("image folders")
     images.add_argument("--size", nargs=2, type=int, metavar=("HEIGHT", "WIDTH"),
                         help="resize to (default: the model input's height and width)")
-    images.add_argument("--mean", nargs=3, type=float, default=[0.0, 0.0, 0.0], help="per channel, subtracted (default: 0 0 0)")
-    images.add_argument("--scale", nargs=3, type=float, default=[1.0, 1.0, 1.0], help="per channel, divided by (default: 1 1 1)")
+    images.add_argument("--mean", nargs=3, type=float, default=[0.0, 0.0, 0.0],
+                        help="per channel, subtracted (default: 0 0 0)")
+    images.add_argument("--scale", nargs=3, type=float, default=[1.0, 1.0, 1.0],
+                        help="per channel, divided by (default: 1 1 1)")
     images.add_argument("--layout", choices=["NCHW", "NHWC"], default="NCHW", help="(default: %(default)s)")
     images.add_argument("--bgr", action="store_true", help="channels in BGR order (default RGB)")
 

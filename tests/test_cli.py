@@ -158,11 +158,13 @@ def test_a_data_file_numpy_cannot_read_is_one_line_naming_it_and_exit_code_1(tmp
 def test_paths_that_are_missing_or_the_weights_file_say_so(tmp_path, fp32_ir):
     done = ovptq_command("quantize", fp32_ir, "--data", tmp_path / "nothere.npy", "-o", tmp_path / "o.xml")
     assert done.returncode == 1 and f"--data '{tmp_path / 'nothere.npy'}': no such file or folder" in done.stderr
-    done = ovptq_command("quantize", fp32_ir.with_suffix(".bin"), "--data", tmp_path / "x.npy", "-o", tmp_path / "o.xml")
+    done = ovptq_command("quantize", fp32_ir.with_suffix(".bin"), "--data", tmp_path / "x.npy",
+                         "-o", tmp_path / "o.xml")
     assert done.returncode == 1 and "is the weights file of an IR: pass its .xml" in done.stderr
     assert "Traceback" not in done.stderr and "tensorflow" not in done.stderr.lower()
     done = ovptq_command("bench", tmp_path / "missing.xml", fp32_ir)
-    assert done.returncode == 1 and done.stderr.strip() == f"error: Model file '{tmp_path / 'missing.xml'}' does not exist."
+    missing = tmp_path / "missing.xml"
+    assert done.returncode == 1 and done.stderr.strip() == f"error: Model file '{missing}' does not exist."
 
 
 @pytest.mark.parametrize("args", [("quantize", "{ir}", "--data", "{ir}", "-o", "o.xml", "--subset-size", "0"),

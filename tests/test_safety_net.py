@@ -240,7 +240,8 @@ def test_the_summary_says_whether_the_net_repaired_found_nothing_to_do_or_search
         "1 safety-net repair: output SQNR 18.0 dB, healthy (>= 18 dB)"
     assert safety_net_phrase(SafetyNet(8, 15.0, 19.0, (repair, repair), 5), 18.0) == \
         "2 safety-net repairs: output SQNR 19.0 dB, healthy (>= 18 dB)"
-    assert safety_net_phrase(SafetyNet(8, 25.0, 25.0), 18.0) == "output SQNR 25.0 dB, healthy (>= 18 dB): no repair needed"
+    assert safety_net_phrase(SafetyNet(8, 25.0, 25.0), 18.0) == \
+        "output SQNR 25.0 dB, healthy (>= 18 dB): no repair needed"
     assert safety_net_phrase(SafetyNet(8, 17.8, 17.8, (), 13, ended="error spread thin"), 18.0) == \
         "output SQNR 17.8 dB, below the healthy 18 dB; the safety net measured 13 models and kept no repair (error " \
         "spread thin)"
@@ -265,9 +266,10 @@ def test_a_model_far_from_fp32_gets_a_warning_that_says_what_to_check(caplog):
     options = replace(state.options, advanced=replace(state.options.advanced, measuring=strict))
     with caplog.at_level(logging.WARNING, logger="ovptq"):
         safety_net.STAGE.run(replace(state, options=options))
-    warnings = [r.getMessage() for r in caplog.records if "far from FP32" in r.getMessage()]
-    assert len(warnings) == 1 and caplog.records[-1].levelno == logging.WARNING and "(below 60 dB)" in warnings[0] and "the same preprocessing" in warnings[0]
-    assert "quantize_with_accuracy_control" in warnings[0]
+    warnings = [r for r in caplog.records if "far from FP32" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
+    assert "(below 60 dB)" in warnings[0].getMessage() and "the same preprocessing" in warnings[0].getMessage()
+    assert "quantize_with_accuracy_control" in warnings[0].getMessage()
 
 
 def test_a_best_group_whose_gain_does_not_hold_ends_the_search_before_bisecting_it():

@@ -177,9 +177,9 @@ def format_report(results: dict[str, Measurement], references: list[str]) -> str
             line += f" {m.median('latency_median_ms'):>11.2f} {m.median('latency_max_ms'):>11.2f}"
         lines.append(line)
     if rounds < MIN_ROUNDS:
-        lines.append(f"note: {rounds} round{'s' if rounds != 1 else ''} cannot tell a speed-up from this machine's noise "
-                     f"(on a shared machine runs of one IR differ by 10% and more); use --rounds {MIN_ROUNDS} or more "
-                     "to see the spread.")
+        lines.append(f"note: {rounds} round{'s' if rounds != 1 else ''} cannot tell a speed-up from this machine's "
+                     "noise (on a shared machine runs of one IR differ by 10% and more); use --rounds "
+                     f"{MIN_ROUNDS} or more to see the spread.")
     return "\n".join(lines)
 
 
