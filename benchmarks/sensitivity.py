@@ -77,7 +77,8 @@ def table(rows: list[dict]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return per_model_run("sensitivity", __doc__.splitlines()[0], measure, table, ["ppocrv5_rec", "ppocr_rec", "ppocr_cls"], argv)
+    return per_model_run("sensitivity", __doc__.splitlines()[0], measure, table,
+                         ["ppocrv5_rec", "ppocr_rec", "ppocr_cls"], argv)
 
 
 if __name__ == "__main__":

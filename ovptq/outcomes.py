@@ -49,6 +49,11 @@ class Repair:
     float_gain_db: float  # what float would have gained
 
 
+# What SafetyNet.rounding starts with once the error-feedback candidate was measured, then ": <gain> dB on <n> samples"
+ROUNDING_KEPT = "error feedback kept"
+ROUNDING_LEFT = "error feedback not kept"
+
+
 @dataclass(frozen=True)
 class SafetyNet:
     """What the check measured, what it changed, and why its search ended."""
@@ -61,7 +66,12 @@ class SafetyNet:
     seconds: float = 0.0          # the log's; never in rt_info
     ended: str = "healthy"        # why the search stopped (see `ovptq.measuring.safety_net`)
     cpu: str = ""                 # the CPU whose int8 kernels were measured ("": quantizers emulated, any CPU)
-    rounding: str = ""            # what the error-feedback candidate did ("": not measured)
+    rounding: str = ""            # what the error-feedback candidate did ("": not measured), ROUNDING_KEPT or _LEFT
+
+    @property
+    def rounding_kept(self) -> bool:
+        """The model took the error-feedback weights."""
+        return self.rounding.startswith(f"{ROUNDING_KEPT}:")
 
     def record(self) -> dict[str, object]:
         """What rt_info keeps: the same model, data and options give the same record (no wall time)."""

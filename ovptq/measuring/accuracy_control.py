@@ -240,7 +240,8 @@ def _restore(state: State, search: _Search, dataset: Dataset, restorer: Advanced
                 return
             if metric > base_metric:
                 base, base_metric = fixed, metric
-    feeds, reference = _ranking_feeds(base, _ranking_items(base, dataset, restorer), restorer, sample_drop)
+    pool, on_validation_items = _ranking_items(base, dataset, restorer)
+    feeds, reference = _ranking_feeds(base, pool, restorer, sample_drop if on_validation_items else None)
     ranked = rank(base, _groups(base), feeds, reference)
     for mode in (["activations"] if restorer.restore_activations_first else []) + ["layers"]:
         if search.exhausted or _bisect(base, base_metric, ranked, mode, search, feeds, reference):
@@ -283,7 +284,8 @@ def _ranking_items(state: State, validation: Dataset, restorer: AdvancedAccuracy
         -> tuple[list[dict], bool]:
     """The first `ranking_pool_size` validation items as model feeds, and True. Validation items that are not model
     inputs (NNCF-style `(input, label)` items with no transform_fn, which only validation_fn reads) give the first
-    calibration items instead, and False: the ranking then orders them by output error alone."""
+    calibration items instead, and False: the per-sample metric drop of the validation items does not apply to
+    them."""
     inputs = ModelInput.of(state.model)
     try:
         return [bind_requests(item, inputs, index)[0]
@@ -297,17 +299,15 @@ def _ranking_items(state: State, validation: Dataset, restorer: AdvancedAccuracy
             for index, item in calibration.items(restorer.ranking_pool_size, "accuracy control")], False
 
 
-def _ranking_feeds(state: State, items: tuple[list[dict], bool], restorer: AdvancedAccuracyRestorerParameters,
+def _ranking_feeds(state: State, pool: list[dict], restorer: AdvancedAccuracyRestorerParameters,
                    sample_drop: np.ndarray | None) -> tuple[list[dict], list[list[np.ndarray]]]:
-    """The `ranking_subset_size` items, of the pool (`_ranking_items`), where INT8 and FP32 disagree most (by the
-    per-sample metric drop when known for validation items, else by the output error), with the FP32 outputs on
-    them."""
-    pool, validation_items = items
+    """The `ranking_subset_size` feeds of `pool` where INT8 and FP32 disagree most (by the per-sample metric drop
+    when known, else by the output error), with the FP32 outputs on them."""
     reference = measure.run(state.core, state.model, pool)
     if len(pool) <= restorer.ranking_subset_size:
         return pool, reference
     errors = measure.sample_errors(reference, measure.run(state.core, state.result, pool))
-    if validation_items and sample_drop is not None and len(sample_drop) >= len(pool):
+    if sample_drop is not None and len(sample_drop) >= len(pool):
         order = np.lexsort((-errors, -sample_drop[:len(pool)]))
     else:
         order = np.argsort(-errors, kind="stable")

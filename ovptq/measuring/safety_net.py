@@ -57,7 +57,7 @@ import numpy as np
 from ovptq.bias_correction import fast
 from ovptq.hardware import LINEAR_TYPES
 from ovptq.measuring.trial import NO_CHANGE, Measurement, PlanChange, Trials, built, changed, output_reductions
-from ovptq.outcomes import QuantizedWeight, Repair, SafetyNet
+from ovptq.outcomes import ROUNDING_KEPT, ROUNDING_LEFT, QuantizedWeight, Repair, SafetyNet
 from ovptq.parameters import MeasuringParameters, ModelType, TargetDevice, WeightRounding
 from ovptq.ranges import rounding
 from ovptq.ranges.activations import state_reductions
@@ -392,7 +392,7 @@ def _error_feedback_candidate(state: State, search: "_Search", trials: Trials,
     current, measured = (trials.measure_everywhere(s.result) for s in (state, candidate))
     gain = measured.sqnr_db - current.sqnr_db
     kept = gain >= thresholds.min_gain_db and measured.helps_most_samples(current, thresholds.consistent_share)
-    what = f"error feedback {'kept' if kept else 'not kept'}: {gain:+.1f} dB on {len(trials.feeds)} samples"
+    what = f"{ROUNDING_KEPT if kept else ROUNDING_LEFT}: {gain:+.1f} dB on {len(trials.feeds)} samples"
     log.info("Safety net: weights rounded with error feedback: output SQNR %.1f -> %.1f dB on %d samples: %s.",
              current.sqnr_db, measured.sqnr_db, len(trials.feeds), "kept" if kept else "left as it was")
     return (candidate, what, measured) if kept else (state, what, search.current)

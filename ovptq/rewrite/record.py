@@ -63,7 +63,7 @@ def summary(state: State, seconds: float, name: str) -> str:
 def safety_net_phrase(net: SafetyNet, healthy_db: float) -> str:
     """The summary's words for the safety net: repaired, healthy at the first measurement, or searched in vain."""
     sqnr = f"output SQNR {net.sqnr_after_db:.1f} dB, {health(net.sqnr_after_db, healthy_db)}"
-    if net.rounding.startswith("error feedback kept"):
+    if net.rounding_kept:
         repairs = f" and {counted(len(net.repairs), 'safety-net repair')}" if net.repairs else ""
         return f"weights rounded with error feedback{repairs}: {sqnr}"
     if net.repairs:

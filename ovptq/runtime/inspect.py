@@ -99,10 +99,11 @@ class Int8Report:
         if others:
             remedy = ("ignore the layer behind it (IgnoredScope) if that pass costs time" if self.made_by_ovptq
                       else "re-quantize with ovptq, or ignore the layer (IgnoredScope)")
-            hints.append(f"{len(others)} FakeQuantize left as {'its' if len(others) == 1 else 'their'} own "
-                         "layer were not fused into an int8 kernel: per-channel activation ranges in front of a "
-                         "non-depthwise layer, a zero point on an activation x activation MatMul or a "
-                         "deconvolution, or an op between it and the layer that the plugin cannot pass through. "
+            alone = "was left as its own layer" if len(others) == 1 else "were left as their own layers"
+            hints.append(f"{len(others)} FakeQuantize {alone}, not fused into an int8 kernel: per-channel "
+                         "activation ranges in front of a non-depthwise layer, a zero point on an activation x "
+                         "activation MatMul or a deconvolution, or an op between it and the layer that the plugin "
+                         "cannot pass through. "
                          f"Each is an extra float pass: {remedy}.")
         given_back = [layer for layer in self.float_linear if (layer.ir_name or layer.name) in self.speed_checked]
         restored = [layer for layer in self.float_linear
