@@ -179,6 +179,8 @@ class AdvancedQuantizationParameters:
     smooth_quant_alphas: its alpha per op type (AdvancedSmoothQuantParameters).
     normalize_graph: fuse decomposed activations, normalisations and attention with OpenVINO's own front-end
         passes before placement, so `read_model(onnx)`, `convert_model` and saved IR get the same quantization.
+    cross_layer_equalization: even out the channel scales of two convolutions in a row (through a bias, ReLU or
+        PReLU) before quantizing, data-free; the network computes the same function (`ovptq.graph.equalize`).
     safety_net: after the INT8 model is built, measure its output error against FP32 and repair the quantizers
         that cause most of it (see `ovptq.measuring.safety_net`).
     speed_check: profile the INT8 model per layer against the FP32 model on this machine's CPU and give back to
@@ -203,6 +205,7 @@ class AdvancedQuantizationParameters:
     smooth_quant: bool | None = None
     smooth_quant_alphas: AdvancedSmoothQuantParameters = AdvancedSmoothQuantParameters()
     normalize_graph: bool = True
+    cross_layer_equalization: bool = True
     safety_net: bool = True
     speed_check: bool | None = None
     speed_records: str | None = None
@@ -255,7 +258,8 @@ class AdvancedQuantizationParameters:
         if not isinstance(self.measuring, MeasuringParameters):
             raise ParameterError("advanced_parameters.measuring must be an ovptq.MeasuringParameters, not "
                                  f"{type(self.measuring).__name__}.")
-        for name in ("quantize_outputs", "disable_bias_correction", "normalize_graph", "safety_net"):
+        for name in ("quantize_outputs", "disable_bias_correction", "normalize_graph", "cross_layer_equalization",
+                     "safety_net"):
             if not isinstance(getattr(self, name), bool):
                 raise ParameterError(f"advanced_parameters.{name} must be True or False, "
                                      f"not {getattr(self, name)!r}.")
@@ -270,6 +274,7 @@ class AdvancedQuantizationParameters:
             bias_correction_threshold=self.bias_correction_threshold,
             inference_requests=self.inference_requests, show_progress=self.show_progress,
             smooth_quant=self.smooth_quant, smooth_quant_alphas=alphas, normalize_graph=self.normalize_graph,
+            cross_layer_equalization=self.cross_layer_equalization,
             safety_net=self.safety_net, speed_check=self.speed_check,
             speed_records=None if self.speed_records is None else str(self.speed_records),
             measuring=self.measuring.checked(), statistics_device=self.statistics_device)

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from ovptq.dataset import Dataset
-from ovptq.state import Stage, State
+from ovptq.state import Options, Stage, State
 from ovptq.statistics import cache
 from ovptq.statistics.collect import collect_statistics, mean_items
 from ovptq.statistics.reductions import OutputValues, StatisticsPlan
@@ -83,6 +83,13 @@ def _recorded(state: State, stages: list[Stage]) -> tuple[Dataset, Dataset | Non
     return recording, state.dataset.replay(kept)
 
 
+def graph_options(options: Options) -> str:
+    """The options that change the graph the statistics are measured on, as the statistics file records them."""
+    advanced = options.advanced
+    return (f"normalize_graph={advanced.normalize_graph}, "
+            f"cross_layer_equalization={advanced.cross_layer_equalization}")
+
+
 def _from_file(state: State, dataset: Dataset, plan: StatisticsPlan, superset: StatisticsPlan) -> tuple[dict, int]:
     """Read the statistics from the file if it exists (checking model and data), else measure the superset and
     write it. The model's outputs (`OutputValues`) are not kept in the file: a run that reads it leaves them to the
@@ -92,12 +99,12 @@ def _from_file(state: State, dataset: Dataset, plan: StatisticsPlan, superset: S
     kept = [r for r in plan.reductions if not isinstance(r, OutputValues)]
     if path.exists():
         statistics, samples = cache.load(path, model_key, cache.data_fingerprint(dataset, options.subset_size),
-                                         options.subset_size, kept)
+                                         options.subset_size, kept, graph_options(options))
         log.info("Statistics read from %s (%d samples): no inference pass.", path, samples)
         return statistics, samples
     hashed, hasher = cache.hashing(dataset, options.subset_size)
     statistics, samples = _collect(state, list(dict.fromkeys([*plan.reductions, *superset.reductions])), hashed)
     cache.save(path, model_key, hasher.hexdigest(), options.subset_size, samples,
-               {r: v for r, v in statistics.items() if not isinstance(r, OutputValues)})
+               {r: v for r, v in statistics.items() if not isinstance(r, OutputValues)}, graph_options(options))
     log.info("Statistics written to %s.", path)
     return {reduction: statistics[reduction] for reduction in plan.reductions}, samples

@@ -14,6 +14,7 @@ from ovptq import pipeline, smooth_quant
 from ovptq.bias_correction import fast, full
 from ovptq.dataset import Dataset
 from ovptq.errors import ModelError, ParameterError, UnsupportedModelError
+from ovptq.graph.equalize import equalize
 from ovptq.graph.graph import Graph, unique_names
 from ovptq.graph.normalize import normalize
 from ovptq.measuring import safety_net, speed_check
@@ -26,6 +27,7 @@ from ovptq.runtime.cpu import cpu_description, int8_sums_saturate
 from ovptq.scope import IgnoredScope
 from ovptq.state import Options, Stage, State
 from ovptq.statistics.compile import check_device
+from ovptq.wording import counted
 
 log = logging.getLogger("ovptq")
 # The one-line summary of each call; `logging.getLogger("ovptq.summary").setLevel(logging.INFO)` shows it alone.
@@ -168,6 +170,10 @@ def start(model: ov.Model, dataset: Dataset, options: Options, core: ov.Core | N
     if options.advanced.normalize_graph:
         normalize(working)
     renamed = unique_names(working)
+    if options.advanced.cross_layer_equalization:
+        equalized = equalize(working)
+        if equalized:
+            log.info("Cross-layer equalisation: %s evened out.", counted(len(equalized), "convolution pair"))
     return State(options, core, model, working, Graph(working), dataset, renamed)
 
 

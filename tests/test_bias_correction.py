@@ -13,6 +13,7 @@ from ovptq.bias_correction.correct import weight_error_shift
 from ovptq.bias_correction.layers import find_layers
 from ovptq.dataset import Dataset
 from ovptq.graph.graph import Graph
+from ovptq.measuring.measure import as_quantized
 from ovptq.placement.placer import plan_quantizers
 from ovptq.ranges.weights import float_weight, quantize_weights
 from ovptq.statistics.collect import collect_statistics
@@ -135,18 +136,23 @@ def test_layer_without_bias_gets_one_when_its_shift_matters(fast):
 
 def test_untrusted_shift_is_skipped_with_a_reason():
     advanced = ovptq.AdvancedQuantizationParameters(bias_correction_threshold=1e-9)
-    q = quantize(builders.bias_correction_block(), advanced_parameters=advanced)
+    model = builders.bias_correction_block()
+    q = quantize(model, advanced_parameters=advanced)
     record = corrections(q)["conv"]
     assert record["applied_channels"] == 0 and record["skipped_channels"] == 6
     assert "shift above 1e-09 x output scale" in record["reason"]
-    assert np.all(bias_constant(q, "conv/bias") == builders.BIAS)
+    # the bias as cross-layer equalisation left it (BIAS / s), not corrected
+    assert np.all(bias_constant(q, "conv/bias") == bias_constant(as_quantized(model, q), "conv/bias"))
 
 
 def test_disable_bias_correction_leaves_biases_alone():
     advanced = ovptq.AdvancedQuantizationParameters(disable_bias_correction=True)
-    q = quantize(builders.bias_correction_block(), advanced_parameters=advanced)
+    model = builders.bias_correction_block()
+    q = quantize(model, advanced_parameters=advanced)
     assert corrections(q) == {}
-    assert np.all(bias_constant(q, "conv/bias") == builders.BIAS)
+    assert np.all(bias_constant(q, "conv/bias") == bias_constant(as_quantized(model, q), "conv/bias"))
+    assert not np.all(bias_constant(q, "conv/bias") == builders.BIAS)  # equalised
+    assert np.all(bias_constant(q, "depthwise/bias") == builders.BIAS)
 
 
 def channel_means_with_int8_weights_only(model, node):
@@ -165,6 +171,7 @@ def test_fast_makes_the_first_layer_exact_and_full_also_compensates_upstream_err
     model = builders.bias_correction_block()
     fast, full = quantize(model), quantize(model, fast_bias_correction=False)
     records = corrections(full)
+    model = as_quantized(model, fast)  # the FP32 network with the equalised weights both INT8 models start from
     reference = channel_means_with_int8_weights_only(model, "conv/bias")
     scale = np.abs(reference).max()
     # The first layer sees the FP32 input: the fast shift alone is exact, and full keeps it so.

@@ -9,7 +9,7 @@ import openvino.opset13 as ops
 import pytest
 
 import ovptq
-from ovptq.measuring.measure import sqnr_db
+from ovptq.measuring.measure import as_quantized, sqnr_db
 from ovptq.report import layer_errors
 
 DATA = builders.images(6, seed=2)
@@ -43,8 +43,9 @@ def test_own_and_accumulated_sqnr_match_a_direct_computation():
     dequantized = ov.Core().compile_model(probe, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})({})[0]
     x = ops.parameter([1, 8, 16, 16], np.float32)
     conv = ov.Model([ops.convolution(x, ops.constant(dequantized), [1, 1], [1, 1], [1, 1], [1, 1])], [x])
+    equalized = as_quantized(model, int8)  # the FP32 network with the INT8 model's equalised weights
     shadow = [builders.infer(conv, fake_quantize(r, low, high, 256).astype(np.float32))[0]
-              for r in outputs(model, "relu1")]
+              for r in outputs(equalized, "relu1")]
     expected = sqnr_db(outputs(model, "conv2"), shadow)
     assert report["conv2"].own_sqnr_db == pytest.approx(expected, abs=0.05)
     # accumulated: the INT8 model's conv2 output against the FP32 one

@@ -18,6 +18,7 @@ import openvino.opset13 as ops
 
 from ovptq.dataset import Dataset, ModelInput, bind_requests
 from ovptq.errors import StatisticsError
+from ovptq.graph.equalize import equalize
 from ovptq.graph.normalize import normalize
 from ovptq.progress import progress
 from ovptq.rewrite.record import stage_record
@@ -127,13 +128,19 @@ def is_quantized(op: ov.Node) -> bool:
 
 
 def as_quantized(fp32_model: ov.Model, int8_model: ov.Model) -> ov.Model:
-    """A copy of `fp32_model` in the graph form ovptq quantized: normalised when the INT8 model's record says it
-    was (op names and weight layouts then match the INT8 model's)."""
+    """A copy of `fp32_model` in the graph form ovptq quantized: normalised and equalised when the INT8 model's
+    record says it was (op names, weight layouts and weight values then match the INT8 model's)."""
     clone = fp32_model.clone()
-    key = ["ovptq", "quantization", "advanced_parameters", "normalize_graph"]
-    if int8_model.has_rt_info(key) and int8_model.get_rt_info(key).astype(str) == "True":
+    if _recorded_on(int8_model, "normalize_graph"):
         normalize(clone)
+    if _recorded_on(int8_model, "cross_layer_equalization"):
+        equalize(clone)
     return clone
+
+
+def _recorded_on(int8_model: ov.Model, option: str) -> bool:
+    key = ["ovptq", "quantization", "advanced_parameters", option]
+    return int8_model.has_rt_info(key) and int8_model.get_rt_info(key).astype(str) == "True"
 
 
 def smoothing_of(int8_model: ov.Model) -> dict[str, str]:

@@ -81,7 +81,7 @@ def data_fingerprint(dataset: Dataset, limit: int) -> str:
 
 
 def save(path: str | Path, model_key: str, data_key: str, subset_size: int, samples: int,
-         statistics: dict) -> None:
+         statistics: dict, graph_options: str = "") -> None:
     """Write the statistics to `path` (atomically: a temporary file moved into place)."""
     path = Path(path)
     arrays, index = {}, []
@@ -97,14 +97,14 @@ def save(path: str | Path, model_key: str, data_key: str, subset_size: int, samp
         else:
             arrays[f"{number}/value"] = np.asarray(value)
         index.append(entry)
-    header = {"format": FORMAT, "model": model_key, "data": data_key, "subset_size": subset_size,
-              "samples": samples, "index": index}
+    header = {"format": FORMAT, "model": model_key, "graph_options": graph_options, "data": data_key,
+              "subset_size": subset_size, "samples": samples, "index": index}
     with replacing(path) as handle:
         np.savez(handle, header=np.array(json.dumps(header)), **arrays)
 
 
 def load(path: str | Path, model_key: str, data_key: str, subset_size: int,
-         reductions: list) -> tuple[dict, int]:
+         reductions: list, graph_options: str = "") -> tuple[dict, int]:
     """The values of `reductions` from `path`, or a StatisticsError saying why the file cannot serve them."""
     path = Path(path)
     try:
@@ -119,6 +119,9 @@ def load(path: str | Path, model_key: str, data_key: str, subset_size: int,
         problems.append(f"it has format {header.get('format')}, this ovptq writes {FORMAT}")
     if header.get("model") != model_key:
         problems.append("it was collected on another model (the IR fingerprints differ)")
+    elif header.get("graph_options", "") != graph_options:
+        problems.append(f"it was collected with {header.get('graph_options') or 'other graph options'}, not "
+                        f"{graph_options}")
     if header.get("data") != data_key:
         problems.append("it was collected on other calibration data (the item fingerprints differ)")
     if header.get("subset_size") != subset_size:
