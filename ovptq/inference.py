@@ -4,6 +4,10 @@ No Python callback runs in OpenVINO's threads. With `ov.AsyncInferQueue` callbac
 the runner into a reference cycle, so its requests (and their compiled model) stayed in memory until the next
 garbage collection, and freeing them at once instead raced with the end of the last callback. Here each request
 is waited for and read by the thread that started it: dropping the runner frees everything at once, safely.
+
+Every inference starts from the model's initial state (`reset_state`): a stateful model (ReadValue / Assign, e.g.
+a decoder's KV cache) sees each feed as one independent sequence, whichever request runs it and whatever ran
+before. A feed that is one step of a longer sequence is not supported.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ class AsyncRunner:
             self._complete_oldest()
         request = self.idle.popleft()
         try:
+            request.reset_state()
             request.start_async(feed)
         except BaseException:
             self.idle.appendleft(request)

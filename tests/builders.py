@@ -353,3 +353,77 @@ def ir_bytes(model_: ov.Model) -> tuple[bytes, bytes]:
         xml = Path(tmp) / "model.xml"
         ov.save_model(model_, str(xml), compress_to_fp16=False)
         return xml.read_bytes(), xml.with_suffix(".bin").read_bytes()
+
+
+def kv_cache_decoder(hidden: int = 16, layers: int = 2, vocab: int = 32, positions: int = 64) -> ov.Model:
+    """A decoder with a KV cache in the form OpenVINO's LLM export writes: inputs input_ids, position_ids and
+    beam_idx; each layer's keys and values in a ReadValue (initial value: no tokens) reordered by beam_idx, extended
+    with the new tokens' and written back by an Assign; logits out. One head, no attention mask."""
+    import openvino.opset6 as ops6
+    rng = _rng(11)
+
+    def weight(rows: int, cols: int, name: str):
+        return ops.constant((rng.standard_normal((rows, cols)) / np.sqrt(rows)).astype(np.float32), name=name)
+
+    ids = ops.parameter([1, -1], np.int64, name="input_ids")
+    position_ids = ops.parameter([1, -1], np.int64, name="position_ids")
+    beam_idx = ops.parameter([-1], np.int32, name="beam_idx")
+    embedding = ops.constant(rng.standard_normal((vocab, hidden)).astype(np.float32), name="embedding")
+    position_table = ops.constant((rng.standard_normal((positions, hidden)) * 0.1).astype(np.float32),
+                                  name="positions")
+    zero = ops.constant(np.int64(0))
+    h = ops.add(ops.gather(embedding, ids, zero), ops.gather(position_table, position_ids, zero), name="embed")
+    sinks = []
+    for layer in range(layers):
+        prefix = f"layer{layer}"
+        q = ops.matmul(h, weight(hidden, hidden, f"{prefix}/q/weight"), False, False, name=f"{prefix}/q")
+        cached = []
+        for kind in ("key", "value"):
+            new = ops.matmul(h, weight(hidden, hidden, f"{prefix}/{kind}/weight"), False, False,
+                             name=f"{prefix}/{kind}")
+            info = ov.op.util.VariableInfo()
+            info.data_shape, info.data_type = ov.PartialShape([1, -1, hidden]), ov.Type.f32
+            info.variable_id = f"past_key_values.{layer}.{kind}present.{layer}.{kind}"
+            variable = ov.op.util.Variable(info)
+            empty = ops.broadcast(ops.constant(np.float32(0)), ops.constant(np.array([1, 0, hidden], np.int64)))
+            past = ops.gather(ops6.read_value(empty, variable), beam_idx, zero, name=f"{prefix}/{kind}/reordered")
+            full = ops.concat([past, new], 1, name=f"{prefix}/{kind}/cache")
+            sinks.append(ops6.assign(full, variable))
+            cached.append(full)
+        scores = ops.divide(ops.matmul(q, cached[0], False, True, name=f"{prefix}/scores"),
+                            ops.constant(np.float32(np.sqrt(hidden))))
+        attention = ops.matmul(ops.softmax(scores, -1), cached[1], False, False, name=f"{prefix}/context")
+        h = ops.add(h, ops.matmul(attention, weight(hidden, hidden, f"{prefix}/o/weight"), False, False,
+                                  name=f"{prefix}/o"), name=f"{prefix}/attention_residual")
+        up = ops.relu(ops.matmul(h, weight(hidden, 2 * hidden, f"{prefix}/up/weight"), False, False,
+                                 name=f"{prefix}/up"))
+        h = ops.add(h, ops.matmul(up, weight(2 * hidden, hidden, f"{prefix}/down/weight"), False, False,
+                                  name=f"{prefix}/down"), name=f"{prefix}/mlp_residual")
+    logits = ops.matmul(h, weight(hidden, vocab, "lm_head/weight"), False, False, name="lm_head")
+    return ov.Model([ops.result(logits, name="logits")], sinks, [ids, position_ids, beam_idx], "kv_cache_decoder")
+
+
+def decoder_prompt(length: int, seed: int, vocab: int = 32) -> dict[str, np.ndarray]:
+    """One calibration item of `kv_cache_decoder`: a prompt of `length` random tokens from position 0."""
+    rng = _rng(seed)
+    return {"input_ids": rng.integers(0, vocab, (1, length), dtype=np.int64),
+            "position_ids": np.arange(length, dtype=np.int64)[None], "beam_idx": np.zeros(1, np.int32)}
+
+
+def generate(model_: ov.Model, prompt: dict[str, np.ndarray], steps: int, tokens: list[int] | None = None,
+             emulated: bool = False) -> tuple[np.ndarray, list[int]]:
+    """The last-position logits of the prompt and of `steps` one-token steps through the model's KV cache, and the
+    tokens fed: greedy, or `tokens` (to feed two models the same sequence)."""
+    from ovptq.measuring.measure import EMULATED
+    config = {"INFERENCE_PRECISION_HINT": "f32", **(EMULATED if emulated else {})}
+    compiled = ov.Core().compile_model(model_, "CPU", config)
+    request = compiled.create_infer_request()
+    logits = [request.infer(prompt)[compiled.output(0)][0, -1]]
+    fed, length = [], prompt["input_ids"].shape[1]
+    for step in range(steps):
+        token = int(np.argmax(logits[-1])) if tokens is None else tokens[step]
+        fed.append(token)
+        feed = {"input_ids": np.array([[token]], np.int64), "position_ids": np.array([[length + step]], np.int64),
+                "beam_idx": np.zeros(1, np.int32)}
+        logits.append(request.infer(feed)[compiled.output(0)][0, -1])
+    return np.stack(logits), fed

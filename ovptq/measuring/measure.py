@@ -103,10 +103,11 @@ def compile_f32(core: ov.Core, model: ov.Model, emulated: bool = False) -> ov.Co
 
 
 def run_compiled(compiled: ov.CompiledModel, feeds: list[dict]) -> list[list[np.ndarray]]:
-    """Per output of a compiled model, its values on every feed."""
+    """Per output of a compiled model, its values on every feed (each from the model's initial state)."""
     infer_request = compiled.create_infer_request()
     outputs: list[list[np.ndarray]] = [[] for _ in compiled.outputs]
     for feed in feeds:
+        infer_request.reset_state()
         infer_request.infer(feed)
         for index in range(len(compiled.outputs)):
             outputs[index].append(infer_request.get_output_tensor(index).data.copy())

@@ -180,6 +180,7 @@ def input_second_moments(model: ov.Model, layers: list[RoundedLayer], dataset: D
     counts = dict.fromkeys(sums, 0)
     for index, item in dataset.items(limit=samples, stage="weight rounding"):
         for feed in bind_requests(item, inputs, index):
+            request.reset_state()  # each feed one sequence, as in the statistics pass
             request.infer(feed)
             for position, layer in enumerate(layers):
                 patches = layer.patches(np.asarray(request.get_output_tensor(position).data, np.float32))
