@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks import plots
 from benchmarks.compare import RESULTS, calibration_folder, command_line, publish, run_tool, save_run
 
 DEFAULT_MODELS = ["ppocr_cls", "ppocr_rec", "mobilenet_v2", "light_resnet50"]
@@ -59,13 +60,10 @@ def table(rows: list[dict]) -> list[str]:
 
 def plot(rows: list[dict], path: Path) -> bool:
     """Two panels, time and peak memory against the subset size; one colour per model, NNCF dashed."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    panels = plots.two_panels()
+    if panels is None:
         return False
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    plt, figure, axes = panels
     models = list(dict.fromkeys(row["model"] for row in rows))
     for index, model in enumerate(models):
         mine = [row for row in rows if row["model"] == model]
@@ -75,17 +73,12 @@ def plot(rows: list[dict], path: Path) -> bool:
             axes[0].plot(sizes, [row[tool]["seconds"] for row in mine], style, color=colour, marker="o",
                          label=f"{model} {tool}")
             axes[1].plot(sizes, [row[tool]["peak_rss_mb"] for row in mine], style, color=colour, marker="o")
-    for axis, label in zip(axes, ("quantize wall time (s)", "peak RSS (MB)")):
+    for axis in axes:
         axis.set_xscale("log")
-        axis.set_xlabel("subset_size (items)")
-        axis.set_ylabel(label)
-        axis.grid(True, alpha=0.3)
     axes[0].set_yscale("log")
     axes[0].legend(fontsize=7, ncol=2)
-    figure.suptitle("ovptq (solid) vs NNCF (dashed), default settings, same data")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    plots.save(plt, figure, axes, "subset_size (items)", ("quantize wall time (s)", "peak RSS (MB)"),
+               "ovptq (solid) vs NNCF (dashed), default settings, same data", path)
     return True
 
 
