@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ovptq.placement.plan import WeightQuantizer
-from ovptq.rewrite.edits import ConstantInput, Scaling
+from ovptq.rewrite.edits import ConstantInput, ScaledConstant, Scaling
 from ovptq.statistics.reductions import RangeReduction, TensorStatistics
 
 
@@ -33,7 +33,7 @@ class QuantizedWeight:
 class Smoothing:
     """What SmoothQuant decided: edits for the rewrite, the statistics of the rescaled tensors, and its factors."""
 
-    constants: Mapping[tuple[str, int], ConstantInput] = field(default_factory=dict)  # (node, port) -> last value
+    constants: Mapping[tuple[str, int], ConstantInput | ScaledConstant] = field(default_factory=dict)  # (node, port)
     scalings: tuple[Scaling, ...] = ()
     statistics: Mapping[RangeReduction, TensorStatistics] = field(default_factory=dict)  # x's quantizer: of x / s
     input_factors: Mapping[str, np.ndarray] = field(default_factory=dict)   # layer reading x / s -> s

@@ -32,7 +32,7 @@ from ovptq.outcomes import Smoothing
 from ovptq.parameters import RangeEstimator
 from ovptq.placement.plan import QuantizationPlan
 from ovptq.ranges.activations import state_reductions
-from ovptq.rewrite.edits import ConstantInput, Scaling
+from ovptq.rewrite.edits import ConstantInput, ScaledConstant, Scaling
 from ovptq.state import Stage, State
 from ovptq.statistics.reductions import RangeReduction, TensorStatistics
 
@@ -116,14 +116,30 @@ def current_weight(graph: Graph, node: str, constants: Mapping | None = None) ->
     edit = (constants or {}).get((node, 1))
     if edit is not None:
         return edit.value
-    return weight_value(graph, find_weight(graph, node)).astype(np.float32)
+    return _original_weight(graph, node)()
+
+
+def _original_weight(graph: Graph, node: str):
+    """A function giving the model's own weight on `node`'s input 1, in float32."""
+    weight = find_weight(graph, node)
+    return lambda: weight_value(graph, weight).astype(np.float32)
+
+
+def _rescale(graph: Graph, constants: dict, node: str, factor: np.ndarray) -> None:
+    """Input 1 of `node` (a weight) times `factor`, on top of earlier rescalings; computed when read."""
+    edit = constants.get((node, 1))
+    if isinstance(edit, ScaledConstant):
+        constants[(node, 1)] = replace(edit, factors=(*edit.factors, factor))
+    else:
+        constants[(node, 1)] = ScaledConstant(node, 1, _original_weight(graph, node), (factor,),
+                                              f"{node}/smooth_quant/input_1")
 
 
 def smooth(graph: Graph, groups: list[SmoothGroup], statistics: Mapping, alpha: float,
            quantizers: Mapping[str, RangeReduction]) -> Smoothing:
     """Smooth each group in turn (a layer may read one group and produce the next: its weight chains). The
     statistics of x / s replace those of x under x's quantizer reduction (`quantizers`, by quantizer name)."""
-    constants: dict[tuple[str, int], ConstantInput] = {}
+    constants: dict[tuple[str, int], ConstantInput | ScaledConstant] = {}
     scalings, overrides, input_factors, output_factors, where = [], {}, {}, {}, {}
     for group in groups:
         stats = statistics[group.reduction()]
@@ -135,7 +151,7 @@ def smooth(graph: Graph, groups: list[SmoothGroup], statistics: Mapping, alpha: 
         overrides[quantizers[group.quantizer]] = smoothed_statistics(stats, s)
         for node in group.layers:
             axis = feature_axis(find_weight(graph, node))
-            _replace(constants, node, 1, current_weight(graph, node, constants) * _along(s, axis))
+            _rescale(graph, constants, node, _along(s, axis))
         folded = _fold(graph, group, 1.0 / s, constants)
         if folded is None:
             name = f"{group.producer}/smooth_quant"
@@ -176,7 +192,7 @@ def _fold(graph: Graph, group: SmoothGroup, inverse: np.ndarray, constants: dict
         _replace(constants, inner, constant[0], gamma * inverse)
     elif graph.type(inner) == "MatMul" and _smoothable_producer(graph, inner, group.features):
         output_axis = find_weight(graph, inner).channel_axes[-1]
-        _replace(constants, inner, 1, current_weight(graph, inner, constants) * _along(inverse, output_axis))
+        _rescale(graph, constants, inner, _along(inverse, output_axis))
     else:
         return None
     _replace(constants, add, 1 - data[0], bias * inverse)

@@ -126,3 +126,24 @@ def test_a_tensor_whose_factors_all_exceed_the_cap_is_left_alone():
     smoothed = json.loads(int8.get_rt_info(["ovptq", "smooth_quant"]).astype(str))
     assert "ln/beta/fq_output_0" in smoothed and "residual/fq_output_0" not in smoothed
     assert "residual/smooth_quant" not in {op.get_friendly_name() for op in int8.get_ordered_ops()}
+
+
+def test_rescaled_weights_are_computed_when_read_and_equal_the_weight_times_every_factor():
+    """SmoothQuant holds its factors, not a float copy of each weight: proj1 takes 1/s of proj2's input on its
+    output channels and s of its own input on its input channels, applied in that order in float32."""
+    from ovptq.graph.weights import find_weight, weight_value
+    from ovptq.rewrite.edits import ScaledConstant
+    model = builders.pre_norm_block()
+    graph = Graph(model.clone())
+    plan = plan_quantizers(graph, {}, PlacementOptions(symmetric_activations=False, transformer=True))
+    groups = smooth_quant.smoothing_groups(graph, plan)
+    stats, _ = collect_statistics(graph.model, [g.reduction() for g in groups], Dataset(SAMPLES), 300)
+    smoothing = smooth_quant.smooth(graph, groups, stats, 0.95, quantizer_reductions(plan, None, 0.0, graph))
+    weights = {key: edit for key, edit in smoothing.constants.items() if key in {("proj1", 1), ("proj2", 1)}}
+    assert weights and all(isinstance(edit, ScaledConstant) for edit in weights.values())
+    proj1 = weights[("proj1", 1)]
+    assert len(proj1.factors) == 2
+    expected = weight_value(graph, find_weight(graph, "proj1")).astype(np.float32)
+    for factor in proj1.factors:
+        expected = (expected * factor).astype(np.float32)
+    np.testing.assert_array_equal(proj1.value, expected)

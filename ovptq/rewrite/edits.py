@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +16,26 @@ class ConstantInput:
     port: int
     value: np.ndarray
     name: str
+
+
+@dataclass(frozen=True, eq=False)
+class ScaledConstant:
+    """Input `port` of `node` reads its float weight times `factors` (each broadcasting against it), named `name`.
+    The value is computed when read, one multiplication in float32 per factor, so that a model's rescaled weights
+    take no memory between the stages that read them (SmoothQuant rescales nearly every weight of a transformer)."""
+
+    node: str
+    port: int
+    original: Callable[[], np.ndarray]   # the weight as the op sees it, in float32
+    factors: tuple[np.ndarray, ...]
+    name: str
+
+    @property
+    def value(self) -> np.ndarray:
+        value = self.original()
+        for factor in self.factors:
+            value = np.ascontiguousarray(value * factor, np.float32)
+        return value
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from ovptq.placement.plan import ActivationQuantizer
 from ovptq.ranges.formulas import FQParams
 from ovptq.ranges.weights import QuantizedWeight
 from ovptq.rewrite import record
-from ovptq.rewrite.edits import BiasValue, ConstantInput, Scaling
+from ovptq.rewrite.edits import BiasValue, ConstantInput, ScaledConstant, Scaling
 from ovptq.state import Stage, State
 
 
@@ -34,7 +34,7 @@ from ovptq.state import Stage, State
 class ModelEdits:
     """Everything the rewrite applies, as data."""
 
-    constants: tuple[ConstantInput, ...] = ()
+    constants: tuple[ConstantInput | ScaledConstant, ...] = ()
     scalings: tuple[Scaling, ...] = ()
     weights: tuple[QuantizedWeight, ...] = ()
     activations: tuple[tuple[ActivationQuantizer, FQParams], ...] = ()
@@ -53,7 +53,10 @@ def apply(model: ov.Model, edits: ModelEdits) -> ov.Model:
     """A clone of `model` with `edits` applied; `model` itself is not touched."""
     clone = model.clone()
     by_name = {op.get_friendly_name(): op for op in clone.get_ordered_ops()}
+    int8_inputs = {(weight.quantizer.node, weight.quantizer.port) for weight in edits.weights}
     for edit in edits.constants:
+        if (edit.node, edit.port) in int8_inputs:
+            continue  # its int8 weight (made from this value) takes the input below
         by_name[edit.node].input(edit.port).replace_source_output(_shared_constant(edit.value, edit.name).output(0))
     for scaling in edits.scalings:
         factor = ops.constant(scaling.factor, name=scaling.factor_name)
