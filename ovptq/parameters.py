@@ -180,7 +180,8 @@ class AdvancedQuantizationParameters:
     normalize_graph: fuse decomposed activations, normalisations and attention with OpenVINO's own front-end
         passes before placement, so `read_model(onnx)`, `convert_model` and saved IR get the same quantization.
     cross_layer_equalization: even out the channel scales of two convolutions in a row (through a bias, ReLU or
-        PReLU) before quantizing, data-free; the network computes the same function (`ovptq.graph.equalize`).
+        PReLU) before quantizing, data-free; the network computes the same function (`ovptq.graph.equalize`). Off
+        by default: on the corpus it helps some models and costs others (benchmarks/README.md).
     safety_net: after the INT8 model is built, measure its output error against FP32 and repair the quantizers
         that cause most of it (see `ovptq.measuring.safety_net`).
     speed_check: profile the INT8 model per layer against the FP32 model on this machine's CPU and give back to
@@ -205,7 +206,7 @@ class AdvancedQuantizationParameters:
     smooth_quant: bool | None = None
     smooth_quant_alphas: AdvancedSmoothQuantParameters = AdvancedSmoothQuantParameters()
     normalize_graph: bool = True
-    cross_layer_equalization: bool = True
+    cross_layer_equalization: bool = False
     safety_net: bool = True
     speed_check: bool | None = None
     speed_records: str | None = None

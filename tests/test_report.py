@@ -31,8 +31,10 @@ def fake_quantize(x, low, high, levels):
 
 
 def test_own_and_accumulated_sqnr_match_a_direct_computation():
+    """With cross-layer equalisation on, so that the report's FP32 reference is the equalised network too."""
     model = builders.conv_relu()
-    int8 = ovptq.quantize(model, ovptq.Dataset(DATA))
+    int8 = ovptq.quantize(model, ovptq.Dataset(DATA),
+                          advanced_parameters=ovptq.AdvancedQuantizationParameters(cross_layer_equalization=True))
     report = {e.layer: e for e in layer_errors(model, int8, ovptq.Dataset(DATA), samples=4).layers}
     assert set(report) == {"conv1", "conv2"}
     # conv2 alone: its input quantizer (numpy) and int8 weights on the FP32 relu1 output, vs the FP32 conv2

@@ -79,10 +79,10 @@ def test_refusals_say_why_and_what_to_do(tmp_path):
         ovptq.quantize(model, ovptq.Dataset(builders.images(10, seed=6)), statistics_path=path)
     with pytest.raises(StatisticsError, match="subset_size=300, not 5"):
         ovptq.quantize(model, ovptq.Dataset(DATA), subset_size=5, statistics_path=path)
-    no_equalization = ovptq.AdvancedQuantizationParameters(cross_layer_equalization=False)
-    with pytest.raises(StatisticsError, match="collected with normalize_graph=True, cross_layer_equalization=True, "
-                                              "not normalize_graph=True, cross_layer_equalization=False"):
-        ovptq.quantize(model, ovptq.Dataset(DATA), statistics_path=path, advanced_parameters=no_equalization)
+    equalization = ovptq.AdvancedQuantizationParameters(cross_layer_equalization=True)
+    with pytest.raises(StatisticsError, match="collected with normalize_graph=True, cross_layer_equalization=False, "
+                                              "not normalize_graph=True, cross_layer_equalization=True"):
+        ovptq.quantize(model, ovptq.Dataset(DATA), statistics_path=path, advanced_parameters=equalization)
     quantile = ovptq.AdvancedQuantizationParameters(activations_range_estimator="mean_quantile")
     with pytest.raises(StatisticsError, match="lacks .* statistics this quantization needs"):
         ovptq.quantize(model, ovptq.Dataset(DATA), statistics_path=path, advanced_parameters=quantile)
