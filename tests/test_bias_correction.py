@@ -266,3 +266,15 @@ def test_a_probe_the_plugin_cannot_compile_is_a_typed_error_naming_the_layers():
     with pytest.raises(StatisticsError, match="could not compile the full bias correction's model of 3 layers "
                                               r"\(from 'conv'\): no kernel"):
         probe.means(items, {layer.node: np.zeros(layer.output_channels) for layer in layers})
+
+
+def test_a_large_matmul_weight_error_is_summed_in_blocks_of_output_channels():
+    from ovptq.bias_correction.correct import ROWS_PER_BLOCK, _matmul_error_shift
+    rng = np.random.default_rng(3)
+    weight = rng.standard_normal((2 * ROWS_PER_BLOCK + 17, 48)).astype(np.float32)
+    dequantized = (np.round(weight * 20) / 20).astype(np.float32)
+    mean = rng.standard_normal(48)
+    exact = (weight.astype(np.float64) - dequantized) @ mean
+    np.testing.assert_allclose(_matmul_error_shift(weight, dequantized, mean, transpose_b=True), exact, rtol=1e-12)
+    np.testing.assert_allclose(_matmul_error_shift(weight.T.copy(), dequantized.T.copy(), mean, transpose_b=False),
+                               exact, rtol=1e-12)

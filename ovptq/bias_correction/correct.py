@@ -63,6 +63,9 @@ class Correction:
         return asdict(self)
 
 
+ROWS_PER_BLOCK = 1024  # output channels of a MatMul's weight error computed at once
+
+
 def weight_error_shift(graph: Graph, layer: Layer, weight: np.ndarray, dequantized: np.ndarray,
                        input_mean: np.ndarray) -> np.ndarray:
     """Exact mean error of each output channel caused by the weight quantization (see the module docstring).
@@ -70,6 +73,9 @@ def weight_error_shift(graph: Graph, layer: Layer, weight: np.ndarray, dequantiz
     W - W_q is exact in float32: where W_q = 0 it is W, and elsewhere inside the quantizer's range
     |W - W_q| <= step / 2 <= |W_q| / 2 puts W within a factor 2 of W_q (Sterbenz); only the products are summed in
     float64."""
+    if layer.layout is MATMUL and weight.ndim == 2:
+        transpose_b = graph.op(layer.node).get_attributes()["transpose_b"]
+        return _matmul_error_shift(weight, dequantized, input_mean, transpose_b)
     delta = np.subtract(weight, dequantized, dtype=np.float32).astype(np.float64)
     if layer.layout is MATMUL:
         transpose_b = graph.op(layer.node).get_attributes()["transpose_b"]
@@ -86,6 +92,23 @@ def weight_error_shift(graph: Graph, layer: Layer, weight: np.ndarray, dequantiz
         taps = input_mean.reshape(groups, per_group_in, -1)
         return np.einsum("gock,gck->go", delta.reshape(groups, per_group_out, per_group_in, -1), taps).reshape(-1)
     return np.tensordot(delta, input_mean, axes=(tuple(range(1, delta.ndim)), tuple(range(input_mean.ndim))))
+
+
+def _matmul_error_shift(weight: np.ndarray, dequantized: np.ndarray, input_mean: np.ndarray,
+                        transpose_b: bool) -> np.ndarray:
+    """(W - W_q) mean(x) for a MatMul's 2-D weight ([N, K] with transpose_b, else [K, N]), in blocks of output
+    channels: an LLM's output layer (32000 x 2048) would otherwise hold its difference in float64 whole (0.5 GB)."""
+    channels = weight.shape[0 if transpose_b else 1]
+    shift = np.empty(channels, np.float64)
+    for start in range(0, channels, ROWS_PER_BLOCK):
+        block = slice(start, start + ROWS_PER_BLOCK)
+        if transpose_b:
+            delta = np.subtract(weight[block], dequantized[block], dtype=np.float32).astype(np.float64)
+            shift[block] = delta @ input_mean
+        else:
+            delta = np.subtract(weight[:, block], dequantized[:, block], dtype=np.float32).astype(np.float64)
+            shift[block] = input_mean @ delta
+    return shift
 
 
 def accept(layer: Layer, shift: np.ndarray, magnitude: np.ndarray, threshold: float, method: str,
