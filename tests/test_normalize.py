@@ -72,3 +72,25 @@ def test_the_caller_model_keeps_its_decomposed_form():
     before = [(op.get_type_name(), op.get_friendly_name()) for op in model.get_ordered_ops()]
     ovptq.quantize(model, ovptq.Dataset(DATA))
     assert [(op.get_type_name(), op.get_friendly_name()) for op in model.get_ordered_ops()] == before
+
+
+def test_f16_weights_keep_their_compression_through_normalisation(tmp_path):
+    """An IR saved with f16 weights (the ovc default): the passes fold each decompression into an f32 constant, a
+    second copy at twice the size; the weights get their f16 constant and Convert back, and the INT8 weights equal
+    those made from the same values in f32."""
+    import openvino as ov
+    ov.save_model(builders.hswish_block(decomposed=False), tmp_path / "fp16.xml")
+    compressed = ov.Core().read_model(tmp_path / "fp16.xml")
+    working = compressed.clone()
+    normalize(working)
+    weights = [op.input_value(1).get_node() for op in working.get_ordered_ops()
+               if op.get_type_name() in ("Convolution", "GroupConvolution")]
+    assert weights and all(w.get_type_name() == "Convert" and w.get_input_element_type(0) == ov.Type.f16
+                           for w in weights)
+    decompressed = compressed.clone()
+    for op in decompressed.get_ordered_ops():  # the same values as plain f32 constants
+        if op.get_type_name() == "Convert" and op.get_input_element_type(0) == ov.Type.f16:
+            f32 = ov.opset13.constant(op.input_value(0).get_node().get_data().astype(np.float32))
+            op.output(0).replace(f32.output(0))
+    int8 = [ovptq.quantize(m, ovptq.Dataset(DATA)) for m in (compressed, decompressed)]
+    assert builders.ir_bytes(int8[0])[1] == builders.ir_bytes(int8[1])[1]

@@ -8,15 +8,20 @@ quantizer placed inside a decomposed unit splits what the plugin would run as on
 as a float layer of its own. Running the passes on ovptq's working copy gives every form of a network the same fused
 units, hence the same placement.
 
-Constant folding stays off, as in `ovc`; the passes do fold the `Convert` of f16-compressed weights, so the weights
-of an IR saved with compression reach the quantizers as f32 constants (the same values).
+Constant folding stays off, as in `ovc`. The passes still fold the `Convert` of f16-compressed weights (an IR saved
+with compression, the `ovc` default) into f32 constants: a second, anonymous copy of the weights at twice their
+size. So the weights of weighted ops whose values the passes left as they were get their f16 constant and its
+decompression back (the caller's own, sharing its memory); the quantizers read them through the Convert.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
 import openvino as ov
+
+from ovptq.hardware import OP_RULES, Role
 
 FUSED_NAMES = "fused_names_0"  # rt_info key of the op names a fusion merged into an op
 
@@ -26,8 +31,37 @@ def normalize(model: ov.Model) -> None:
     from openvino._offline_transformations import apply_moc_transformations
 
     before = {op.get_friendly_name(): op.get_type_name() for op in model.get_ordered_ops()}
+    decompressions = _weight_decompressions(model)
     apply_moc_transformations(model, cf=False)
+    _restore_decompressions(model, decompressions)
     _name_new_ops(model, before)
+
+
+def _weight_decompressions(model: ov.Model) -> dict[str, ov.Node]:
+    """name -> Convert(f16 Constant) for each decompression that feeds the weight port of a weighted op."""
+    found = {}
+    for op in model.get_ordered_ops():
+        rule = OP_RULES.get(op.get_type_name())
+        if rule is None or rule.role is not Role.WEIGHTED:
+            continue
+        for port in rule.weight_ports:
+            source = op.input_value(port).get_node() if port < op.get_input_size() else None
+            if source is not None and source.get_type_name() == "Convert" and \
+                    source.input_value(0).get_node().get_type_name() == "Constant" and \
+                    source.get_input_element_type(0) == ov.Type.f16:
+                found[source.get_friendly_name()] = source
+    return found
+
+
+def _restore_decompressions(model: ov.Model, decompressions: dict[str, ov.Node]) -> None:
+    """Put back each f16 decompression the passes folded into an f32 Constant of the same name and values."""
+    for op in model.get_ordered_ops():
+        convert = decompressions.get(op.get_friendly_name())
+        if convert is None or op.get_type_name() != "Constant" or op.get_output_shape(0) != \
+                convert.get_output_shape(0):
+            continue
+        if np.array_equal(op.get_data(), convert.input_value(0).get_node().get_data().astype(np.float32)):
+            op.output(0).replace(convert.output(0))
 
 
 def _name_new_ops(model: ov.Model, before: dict[str, str]) -> None:
