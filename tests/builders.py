@@ -372,7 +372,8 @@ def kv_cache_decoder(hidden: int = 16, layers: int = 2, vocab: int = 32, positio
     position_table = ops.constant((rng.standard_normal((positions, hidden)) * 0.1).astype(np.float32),
                                   name="positions")
     zero = ops.constant(np.int64(0))
-    h = ops.add(ops.gather(embedding, ids, zero), ops.gather(position_table, position_ids, zero), name="embed")
+    h = ops.add(ops.gather(embedding, ids, zero, name="embedding_lookup"),
+                ops.gather(position_table, position_ids, zero, name="position_lookup"), name="embed")
     sinks = []
     for layer in range(layers):
         prefix = f"layer{layer}"

@@ -94,3 +94,16 @@ def test_f16_weights_keep_their_compression_through_normalisation(tmp_path):
             op.output(0).replace(f32.output(0))
     int8 = [ovptq.quantize(m, ovptq.Dataset(DATA)) for m in (compressed, decompressed)]
     assert builders.ir_bytes(int8[0])[1] == builders.ir_bytes(int8[1])[1]
+
+
+def test_embedding_tables_keep_their_compression_too(tmp_path):
+    """The Gather tables of a decoder saved with f16 weights. (Its MatMul weights, [in, out], are transposed by the
+    passes: new values, kept as the passes made them.)"""
+    import openvino as ov
+    ov.save_model(builders.kv_cache_decoder(), tmp_path / "decoder.xml")  # f16 weights
+    working = ov.Core().read_model(tmp_path / "decoder.xml").clone()
+    normalize(working)
+    tables = [op.input_value(0).get_node() for op in working.get_ordered_ops()
+              if op.get_friendly_name().endswith("_lookup")]
+    assert len(tables) == 2
+    assert all(t.get_type_name() == "Convert" and t.get_input_element_type(0) == ov.Type.f16 for t in tables)

@@ -10,8 +10,9 @@ units, hence the same placement.
 
 Constant folding stays off, as in `ovc`. The passes still fold the `Convert` of f16-compressed weights (an IR saved
 with compression, the `ovc` default) into f32 constants: a second, anonymous copy of the weights at twice their
-size. So the weights of weighted ops whose values the passes left as they were get their f16 constant and its
-decompression back (the caller's own, sharing its memory); the quantizers read them through the Convert.
+size. So the weights of weighted ops and the tables of Gathers (embeddings) whose values the passes left as they
+were get their f16 constant and its decompression back (the caller's own, sharing its memory); the quantizers read
+them through the Convert.
 """
 
 from __future__ import annotations
@@ -38,13 +39,18 @@ def normalize(model: ov.Model) -> None:
 
 
 def _weight_decompressions(model: ov.Model) -> dict[str, ov.Node]:
-    """name -> Convert(f16 Constant) for each decompression that feeds the weight port of a weighted op."""
+    """name -> Convert(f16 Constant) for each decompression that feeds the weight port of a weighted op or the table
+    of a Gather (an embedding)."""
     found = {}
     for op in model.get_ordered_ops():
         rule = OP_RULES.get(op.get_type_name())
-        if rule is None or rule.role is not Role.WEIGHTED:
+        if op.get_type_name() == "Gather":
+            ports: tuple[int, ...] = (0,)
+        elif rule is not None and rule.role is Role.WEIGHTED:
+            ports = rule.weight_ports
+        else:
             continue
-        for port in rule.weight_ports:
+        for port in ports:
             source = op.input_value(port).get_node() if port < op.get_input_size() else None
             if source is not None and source.get_type_name() == "Convert" and \
                     source.input_value(0).get_node().get_type_name() == "Constant" and \
