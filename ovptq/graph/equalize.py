@@ -21,14 +21,13 @@ both factors. Measured on the corpus in benchmarks/README.md ("Cross-layer equal
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
 import openvino as ov
 from openvino import opset13
 
-log = logging.getLogger("ovptq")
+from ovptq.graph.weights import output_value
 
 CONVOLUTIONS = frozenset({"Convolution", "GroupConvolution"})
 HOMOGENEOUS = frozenset({"Relu", "PRelu"})   # f(x / s) = f(x) / s for every s > 0
@@ -171,20 +170,7 @@ def _constant(tensor: ov.Output) -> bool:
 
 def _value(tensor: ov.Output) -> np.ndarray:
     """The value of a constant sub-graph, in float32."""
-    return _evaluate(tensor).astype(np.float32)
-
-
-def _evaluate(tensor: ov.Output) -> np.ndarray:
-    """A constant sub-graph's output in its own element type, op by op with OpenVINO's reference kernels."""
-    node = tensor.get_node()
-    if node.get_type_name() == "Constant":
-        return node.get_data()
-    inputs = [ov.Tensor(np.ascontiguousarray(_evaluate(node.input_value(p)))) for p in range(node.get_input_size())]
-    outputs = [ov.Tensor(node.get_output_element_type(i), node.get_output_shape(i))
-               for i in range(node.get_output_size())]
-    if not node.evaluate(outputs, inputs):
-        raise ValueError(f"OpenVINO cannot evaluate {node.get_type_name()} '{node.get_friendly_name()}'")
-    return outputs[tensor.get_index()].data.copy()
+    return output_value(tensor).astype(np.float32)
 
 
 def _set_input(node: ov.Node, port: int, value: np.ndarray) -> None:

@@ -93,18 +93,27 @@ def weight_value(graph: Graph, weight: Weight) -> np.ndarray:
     return np.asarray(value, dtype=np.float32).reshape(weight.shape)
 
 
-def constant_value(graph: Graph, node: str, port: int, memo: dict[str, list[np.ndarray]]) -> np.ndarray:
+def constant_value(graph: Graph, node: str, port: int, memo: dict[int, list[np.ndarray]]) -> np.ndarray:
     """Evaluate output `port` of a constant sub-graph node with OpenVINO's reference kernels."""
-    if node not in memo:
-        op = graph.op(node)
-        if graph.type(node) == "Constant":
-            memo[node] = [op.get_data()]
+    return output_value(graph.op(node).output(port), memo)
+
+
+def output_value(tensor: ov.Output, memo: dict[int, list[np.ndarray]] | None = None) -> np.ndarray:
+    """The value of a constant sub-graph's output, in its own element type, evaluated op by op with OpenVINO's
+    reference kernels; `memo` (by op instance) shares the work between the outputs of one sub-graph."""
+    memo = {} if memo is None else memo
+    op = tensor.get_node()
+    key = op.get_instance_id()
+    if key not in memo:
+        if op.get_type_name() == "Constant":
+            memo[key] = [op.get_data()]
         else:
-            inputs = [ov.Tensor(np.ascontiguousarray(constant_value(graph, src.node, src.port, memo)))
-                      for src in (graph.producer(node, p) for p in range(op.get_input_size()))]
+            inputs = [ov.Tensor(np.ascontiguousarray(output_value(op.input_value(p), memo)))
+                      for p in range(op.get_input_size())]
             outputs = [ov.Tensor(op.get_output_element_type(i), op.get_output_shape(i))
                        for i in range(op.get_output_size())]
             if not op.evaluate(outputs, inputs):
-                raise ValueError(f"OpenVINO cannot evaluate {graph.type(node)} '{node}' on constants")
-            memo[node] = [t.data.copy() for t in outputs]
-    return memo[node][port]
+                raise ValueError(f"OpenVINO cannot evaluate {op.get_type_name()} '{op.get_friendly_name()}' on "
+                                 "constants")
+            memo[key] = [t.data.copy() for t in outputs]
+    return memo[key][tensor.get_index()]
