@@ -73,13 +73,10 @@ def weight_error_shift(graph: Graph, layer: Layer, weight: np.ndarray, dequantiz
     W - W_q is exact in float32: where W_q = 0 it is W, and elsewhere inside the quantizer's range
     |W - W_q| <= step / 2 <= |W_q| / 2 puts W within a factor 2 of W_q (Sterbenz); only the products are summed in
     float64."""
-    if layer.layout is MATMUL and weight.ndim == 2:
+    if layer.layout is MATMUL:
         transpose_b = graph.op(layer.node).get_attributes()["transpose_b"]
         return _matmul_error_shift(weight, dequantized, input_mean, transpose_b)
     delta = np.subtract(weight, dequantized, dtype=np.float32).astype(np.float64)
-    if layer.layout is MATMUL:
-        transpose_b = graph.op(layer.node).get_attributes()["transpose_b"]
-        return delta @ input_mean if transpose_b else input_mean @ delta
     if layer.layout is DECONV:
         op = graph.op(layer.node)
         spatial_in = np.prod([d.get_length() for d in list(op.get_input_partial_shape(0))[2:]])
@@ -96,18 +93,15 @@ def weight_error_shift(graph: Graph, layer: Layer, weight: np.ndarray, dequantiz
 
 def _matmul_error_shift(weight: np.ndarray, dequantized: np.ndarray, input_mean: np.ndarray,
                         transpose_b: bool) -> np.ndarray:
-    """(W - W_q) mean(x) for a MatMul's 2-D weight ([N, K] with transpose_b, else [K, N]), in blocks of output
+    """(W - W_q) mean(x) for a MatMul's weight ([..., N, K] with transpose_b, else [..., K, N]), in blocks of output
     channels: an LLM's output layer (32000 x 2048) would otherwise hold its difference in float64 whole (0.5 GB)."""
-    channels = weight.shape[0 if transpose_b else 1]
-    shift = np.empty(channels, np.float64)
+    channels = weight.shape[-2 if transpose_b else -1]
+    shift = np.empty((*weight.shape[:-2], channels), np.float64)
     for start in range(0, channels, ROWS_PER_BLOCK):
         block = slice(start, start + ROWS_PER_BLOCK)
-        if transpose_b:
-            delta = np.subtract(weight[block], dequantized[block], dtype=np.float32).astype(np.float64)
-            shift[block] = delta @ input_mean
-        else:
-            delta = np.subtract(weight[:, block], dequantized[:, block], dtype=np.float32).astype(np.float64)
-            shift[block] = input_mean @ delta
+        rows = (..., block, slice(None)) if transpose_b else (..., block)
+        delta = np.subtract(weight[rows], dequantized[rows], dtype=np.float32).astype(np.float64)
+        shift[..., block] = delta @ input_mean if transpose_b else input_mean @ delta
     return shift
 
 
