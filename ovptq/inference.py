@@ -34,7 +34,7 @@ class AsyncRunner:
             self._complete_oldest()
         request = self.idle.popleft()
         try:
-            request.reset_state()
+            request.reset_state()  # as in `infer_from_initial_state`
             request.start_async(feed)
         except BaseException:
             self.idle.appendleft(request)
@@ -68,6 +68,13 @@ class AsyncRunner:
         """Wait for and read every running inference."""
         while self.running:
             self._complete_oldest()
+
+
+def infer_from_initial_state(request: ov.InferRequest, feed: dict) -> None:
+    """One synchronous inference of `feed` as one independent sequence: a stateful model's state starts from its
+    initial value, whatever the request ran before."""
+    request.reset_state()
+    request.infer(feed)
 
 
 def _finished(request: ov.InferRequest) -> bool:

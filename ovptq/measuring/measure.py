@@ -20,6 +20,7 @@ from ovptq.dataset import Dataset, ModelInput, bind_requests
 from ovptq.errors import StatisticsError
 from ovptq.graph.equalize import equalize
 from ovptq.graph.normalize import normalize
+from ovptq.inference import infer_from_initial_state
 from ovptq.progress import progress
 from ovptq.rewrite.record import stage_record
 
@@ -107,8 +108,7 @@ def run_compiled(compiled: ov.CompiledModel, feeds: list[dict]) -> list[list[np.
     infer_request = compiled.create_infer_request()
     outputs: list[list[np.ndarray]] = [[] for _ in compiled.outputs]
     for feed in feeds:
-        infer_request.reset_state()
-        infer_request.infer(feed)
+        infer_from_initial_state(infer_request, feed)
         for index in range(len(compiled.outputs)):
             outputs[index].append(infer_request.get_output_tensor(index).data.copy())
     return outputs

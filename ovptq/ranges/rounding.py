@@ -33,6 +33,7 @@ import openvino.opset13 as ops
 from ovptq.dataset import Dataset, ModelInput, bind_requests
 from ovptq.errors import DatasetError, StatisticsError
 from ovptq.graph.graph import Graph
+from ovptq.inference import infer_from_initial_state
 from ovptq.outcomes import QuantizedWeight
 from ovptq.parameters import WeightRounding
 from ovptq.ranges.weights import float_weight
@@ -180,8 +181,7 @@ def input_second_moments(model: ov.Model, layers: list[RoundedLayer], dataset: D
     counts = dict.fromkeys(sums, 0)
     for index, item in dataset.items(limit=samples, stage="weight rounding"):
         for feed in bind_requests(item, inputs, index):
-            request.reset_state()  # each feed one sequence, as in the statistics pass
-            request.infer(feed)
+            infer_from_initial_state(request, feed)
             for position, layer in enumerate(layers):
                 patches = layer.patches(np.asarray(request.get_output_tensor(position).data, np.float32))
                 moment = (patches @ patches.T).astype(np.float64)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import openvino as ov
 
+from ovptq.inference import infer_from_initial_state
 from ovptq.runtime.layers import LINEAR_LAYER_TYPES, RuntimeLayer, runtime_layers
 
 RUNS = 20       # inferences profiled (after WARMUP), at least
@@ -111,10 +112,8 @@ class Profiler:
         self._layers: list[RuntimeLayer] | None = None
 
     def _infer(self, index: int) -> None:
-        """One inference of feed `index` (modulo), from the model's initial state: a stateful model's cache does
-        not grow from one timing to the next."""
-        self.request.reset_state()
-        self.request.infer(self.feeds[index % len(self.feeds)])
+        """One inference of feed `index` (modulo): a stateful model's cache does not grow between timings."""
+        infer_from_initial_state(self.request, self.feeds[index % len(self.feeds)])
 
     def measure(self, runs: int = RUNS, seconds: float = MIN_SECONDS) -> Profile:
         """Median time of every runtime layer over at least `runs` inferences of the feeds, in turn, and at least
