@@ -88,20 +88,11 @@ def tokens(family: str, count: int, seed: int) -> list[dict[str, np.ndarray]]:
 
 
 def output_sqnr_db(fp32_xml: Path, int8_xml: str, items: list[dict]) -> float:
-    """10 log10(sum y^2 / sum (y - y_int8)^2) over the first output on `items`, both compiled in f32."""
+    """`sqnr_db` of the first output on `items`, both models compiled in f32, one after the other."""
+    from ovptq.measuring.measure import run, sqnr_db
     core = ov.Core()
-    config = {"INFERENCE_PRECISION_HINT": "f32"}
-    signal = noise = 0.0
-    for path in (fp32_xml, int8_xml):
-        compiled = core.compile_model(str(path), "CPU", config)
-        outputs = [compiled(item)[compiled.output(0)].astype(np.float64) for item in items]
-        if path == fp32_xml:
-            reference = outputs
-        del compiled
-    for y, q in zip(reference, outputs):
-        signal += float(np.sum(y * y))
-        noise += float(np.sum((y - q) ** 2))
-    return 10 * np.log10(signal / max(noise, 1e-30))
+    reference, quantized = (run(core, core.read_model(str(path)), items)[0] for path in (fp32_xml, int8_xml))
+    return sqnr_db(reference, quantized)
 
 
 def measure(name: str, work: Path) -> dict:

@@ -28,6 +28,7 @@ import openvino as ov
 
 from benchmarks.compare import RESULTS, command_line, publish, save_run
 from benchmarks.model_size import SEED, TINYLLAMA, model_folder
+from ovptq.measuring.measure import sqnr_db
 
 PROMPT, CALIBRATION = 128, 32
 EVALUATION, EVALUATION_PROMPT, STEPS = 8, 32, 16
@@ -160,11 +161,9 @@ def measure(layers: int) -> dict:
         quantized = quantize(tool, model, calibration)
         seconds = time.perf_counter() - started
         logits, _ = generate(quantized, evaluation, tokens)
-        signal = sum(float(np.sum(r * r)) for r in reference)
-        noise = sum(float(np.sum((r - q) ** 2)) for r, q in zip(reference, logits))
         agree = np.mean([np.argmax(r, axis=1) == np.argmax(q, axis=1) for r, q in zip(reference, logits)])
         types = [op.get_type_name() for op in quantized.get_ordered_ops()]
-        row[tool] = {"seconds": seconds, "sqnr_db": 10 * np.log10(signal / noise), "top1_agreement": float(agree),
+        row[tool] = {"seconds": seconds, "sqnr_db": sqnr_db(reference, logits), "top1_agreement": float(agree),
                      "read_value": types.count("ReadValue"), "assign": types.count("Assign"),
                      "fake_quantize": types.count("FakeQuantize")}
         print(f"{tool}: {row[tool]}", flush=True)
